@@ -1,0 +1,168 @@
+// Command vault-csi-driver is the CSI node plugin that mounts Vault secrets
+// into pods as tmpfs volumes. This file is flags, wiring and signals only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/klog/v2"
+
+	"vaultcsi.dev/driver/driver"
+	"vaultcsi.dev/driver/driver/registration"
+	"vaultcsi.dev/driver/provider"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type options struct {
+	endpoint, nodeID, driverName                 string
+	vaultAddr, vaultCACert, vaultNamespace       string
+	authMethod, authMount, audience              string
+	kubeletDir, registrationEndpoint, healthAddr string
+	stateDir                                     string
+	stateOnDisk                                  bool
+	rotationPeriod, shutdownGrace                time.Duration
+	maxVolumeBytes                               int64
+}
+
+func main() {
+	klog.InitFlags(nil)
+	var o options
+	flag.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint (unix socket)")
+	flag.StringVar(&o.nodeID, "node-id", "", "this node's name (required)")
+	flag.StringVar(&o.driverName, "driver-name", driver.DefaultName, "CSI driver name")
+	flag.StringVar(&o.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, e.g. https://vault.vault:8200")
+	flag.StringVar(&o.vaultCACert, "vault-ca-cert", "", "PEM file with the CA that signed Vault's certificate")
+	flag.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault Enterprise namespace (default: none)")
+	flag.StringVar(&o.authMethod, "auth-method", provider.AuthKubernetes, "Vault auth method: kubernetes or jwt")
+	flag.StringVar(&o.authMount, "auth-mount", "", "Vault auth mount path (default: the method's name)")
+	flag.StringVar(&o.audience, "audience", driver.DefaultAudience, "service-account token audience (CSIDriver tokenRequests)")
+	flag.StringVar(&o.kubeletDir, "kubelet-dir", "", "kubelet root dir; when set, serve plugin registration and pin target paths to its layout")
+	flag.StringVar(&o.registrationEndpoint, "kubelet-registration-path", "", "CSI socket path as kubelet sees it (default: the endpoint's path)")
+	flag.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz, e.g. 127.0.0.1:9808 (empty: off)")
+	flag.StringVar(&o.stateDir, "state-dir", driver.DefaultStateDir, "per-volume state (lease ids, Vault tokens); must be on tmpfs")
+	flag.BoolVar(&o.stateOnDisk, "insecure-state-on-disk", false, "allow a state dir that is not tmpfs (Vault tokens would reach disk)")
+	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s)")
+	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
+	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
+	flag.Parse()
+
+	if err := run(o); err != nil {
+		klog.ErrorS(err, "vault-csi-driver failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(o options) error {
+	if o.nodeID == "" {
+		return errors.New("--node-id is required")
+	}
+	if err := checkStateDir(o.stateDir, o.stateOnDisk); err != nil {
+		return err
+	}
+	if err := provider.CACertExists(o.vaultCACert); err != nil {
+		return fmt.Errorf("--vault-ca-cert: %w", err)
+	}
+	prov, err := provider.New(provider.Config{
+		Addr: o.vaultAddr, CACertFile: o.vaultCACert, Namespace: o.vaultNamespace,
+		AuthMethod: o.authMethod, AuthMount: o.authMount,
+	})
+	if err != nil {
+		return err
+	}
+	d, err := driver.New(driver.Config{
+		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
+		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
+		MaxVolumeBytes: o.maxVolumeBytes,
+	}, prov, nil)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 3)
+	go func() { errc <- d.Serve(ctx, o.endpoint, o.shutdownGrace) }()
+	if o.kubeletDir != "" {
+		ep := o.registrationEndpoint
+		if ep == "" {
+			ep = strings.TrimPrefix(o.endpoint, "unix://")
+		}
+		reg := &registration.Server{Name: o.driverName, Endpoint: ep}
+		go func() { errc <- reg.Serve(ctx, registration.SocketPath(o.kubeletDir, o.driverName)) }()
+	}
+	if o.healthAddr != "" {
+		go func() { errc <- serveHealth(ctx, o.healthAddr, o.endpoint) }()
+	}
+	klog.InfoS("vault-csi-driver started", "version", version, "node", o.nodeID, "vault", o.vaultAddr,
+		"authMethod", prov.Config().AuthMethod, "authMount", prov.Config().AuthMount)
+	select {
+	case err := <-errc:
+		stop()
+		return err
+	case <-ctx.Done():
+		// Serve drains in-flight calls before returning.
+		return <-errc
+	}
+}
+
+// checkStateDir refuses a state dir on disk: it holds Vault tokens.
+func checkStateDir(dir string, allowDisk bool) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	const tmpfsMagic, ramfsMagic = 0x01021994, 0x858458f6
+	if fs.Type != tmpfsMagic && fs.Type != ramfsMagic && !allowDisk {
+		return fmt.Errorf("--state-dir %s is not on tmpfs; it holds Vault tokens, which must not reach disk (use a dir under /run, or --insecure-state-on-disk)", dir)
+	}
+	return nil
+}
+
+// serveHealth answers /healthz with the result of a real CSI Probe over
+// the driver's own socket, so a wedged gRPC server fails liveness.
+func serveHealth(ctx context.Context, addr, endpoint string) error {
+	path := strings.TrimPrefix(endpoint, "unix://")
+	conn, err := grpc.NewClient("unix://"+filepath.Clean(path), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("health client: %w", err)
+	}
+	defer conn.Close()
+	ident := csi.NewIdentityClient(conn)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		resp, err := ident.Probe(pctx, &csi.ProbeRequest{})
+		if err != nil || !resp.GetReady().GetValue() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("health server on %s: %w", addr, err)
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+// Package atomicwriter writes a set of files into a directory so that a
+// reader sees either the whole old set or the whole new set, never a mix.
+//
+// The layout is kubelet's AtomicWriter's: files live in a timestamped payload
+// directory "..<time>.<random>", the symlink "..data" points at the current
+// payload, and each visible top-level name is a symlink into "..data". A swap
+// is one rename(2) of a new "..data" over the old one.
+package atomicwriter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+const (
+	dataDirName    = "..data"
+	newDataDirName = "..data_tmp"
+)
+
+// File is one file of a payload. Name is relative, clean and validated by
+// the caller (attributes.CheckFileName).
+type File struct {
+	Name string
+	Data []byte
+	Mode os.FileMode
+}
+
+// Options set ownership of what is written.
+type Options struct {
+	// GID, when >= 0, is the group of payload files and directories.
+	GID int
+}
+
+// Write makes dir hold exactly files. It reports whether anything changed:
+// when the current payload already has the same names, bytes and modes,
+// nothing is written. On error the previous payload stays in place.
+func Write(dir string, files []File, opts Options) (changed bool, err error) {
+	files = sorted(files)
+	if err := checkNames(files); err != nil {
+		return false, err
+	}
+	oldPayload, err := currentPayload(dir)
+	if err != nil {
+		return false, err
+	}
+	if oldPayload != "" && same(filepath.Join(dir, oldPayload), files, opts) {
+		return false, nil
+	}
+	removeOrphans(dir, oldPayload)
+
+	payload, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	if err != nil {
+		return false, fmt.Errorf("create payload dir: %w", err)
+	}
+	cleanup := func() { _ = os.RemoveAll(payload) }
+	if err := writePayload(payload, files, opts); err != nil {
+		cleanup()
+		return false, err
+	}
+	// Visible links first, then the swap: a new top-level name points into
+	// ..data and resolves once ..data does.
+	if err := linkVisible(dir, files); err != nil {
+		cleanup()
+		return false, err
+	}
+	tmpLink := filepath.Join(dir, newDataDirName)
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(filepath.Base(payload), tmpLink); err != nil {
+		cleanup()
+		return false, fmt.Errorf("create %s link: %w", newDataDirName, err)
+	}
+	if err := os.Rename(tmpLink, filepath.Join(dir, dataDirName)); err != nil {
+		_ = os.Remove(tmpLink)
+		cleanup()
+		return false, fmt.Errorf("swap %s link: %w", dataDirName, err)
+	}
+	// After the swap, failures only leave garbage behind, never a mix.
+	if err := unlinkStale(dir, files); err != nil {
+		return true, err
+	}
+	if oldPayload != "" {
+		if err := os.RemoveAll(filepath.Join(dir, oldPayload)); err != nil {
+			return true, fmt.Errorf("remove old payload: %w", err)
+		}
+	}
+	return true, nil
+}
+
+// Read returns the files of the current payload (nil when there is none).
+func Read(dir string) ([]File, error) {
+	payload, err := currentPayload(dir)
+	if err != nil || payload == "" {
+		return nil, err
+	}
+	root := filepath.Join(dir, payload)
+	var files []File
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		files = append(files, File{Name: filepath.ToSlash(rel), Data: data, Mode: info.Mode().Perm()})
+		return nil
+	})
+	return files, err
+}
+
+func sorted(files []File) []File {
+	out := append([]File(nil), files...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func checkNames(files []File) error {
+	for i, f := range files {
+		if f.Name == "" || filepath.IsAbs(f.Name) || filepath.Clean(f.Name) != f.Name ||
+			strings.HasPrefix(f.Name, "..") || strings.Contains("/"+f.Name+"/", "/../") {
+			return fmt.Errorf("invalid file name %q", f.Name)
+		}
+		if i > 0 && files[i-1].Name == f.Name {
+			return fmt.Errorf("duplicate file name %q", f.Name)
+		}
+	}
+	return nil
+}
+
+// currentPayload returns the payload dir name "..data" points at, or "".
+func currentPayload(dir string) (string, error) {
+	target, err := os.Readlink(filepath.Join(dir, dataDirName))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s link: %w", dataDirName, err)
+	}
+	if filepath.Base(target) != target || !strings.HasPrefix(target, "..") {
+		return "", fmt.Errorf("%s points outside the volume", dataDirName)
+	}
+	return target, nil
+}
+
+func same(payload string, files []File, opts Options) bool {
+	var n int
+	err := filepath.WalkDir(payload, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil || n != len(files) {
+		return false
+	}
+	for _, f := range files {
+		p := filepath.Join(payload, f.Name)
+		info, err := os.Lstat(p)
+		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm() != f.Mode.Perm() || info.Size() != int64(len(f.Data)) {
+			return false
+		}
+		if opts.GID >= 0 && fileGID(info) != opts.GID {
+			return false
+		}
+		data, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(data, f.Data) {
+			return false
+		}
+	}
+	return true
+}
+
+func writePayload(payload string, files []File, opts Options) error {
+	if err := os.Chmod(payload, 0o755); err != nil {
+		return err
+	}
+	if opts.GID >= 0 {
+		if err := os.Lchown(payload, -1, opts.GID); err != nil {
+			return fmt.Errorf("chown payload dir: %w", err)
+		}
+	}
+	for _, f := range files {
+		p := filepath.Join(payload, f.Name)
+		if err := mkdirs(payload, filepath.Dir(f.Name), opts); err != nil {
+			return err
+		}
+		// O_EXCL|O_NOFOLLOW: the payload dir is new, so anything already
+		// there is an attack or a bug.
+		fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o600)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", f.Name, err)
+		}
+		_, err = fh.Write(f.Data)
+		if err == nil && opts.GID >= 0 {
+			err = fh.Chown(-1, opts.GID)
+		}
+		if err == nil {
+			err = fh.Chmod(f.Mode.Perm())
+		}
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", f.Name, err)
+		}
+	}
+	return nil
+}
+
+func mkdirs(root, rel string, opts Options) error {
+	if rel == "." {
+		return nil
+	}
+	cur := root
+	for _, c := range strings.Split(rel, "/") {
+		cur = filepath.Join(cur, c)
+		err := os.Mkdir(cur, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create dir %s: %w", rel, err)
+		}
+		if opts.GID >= 0 {
+			if err := os.Lchown(cur, -1, opts.GID); err != nil {
+				return fmt.Errorf("chown dir %s: %w", rel, err)
+			}
+		}
+	}
+	return nil
+}
+
+func topLevel(files []File) map[string]bool {
+	names := make(map[string]bool, len(files))
+	for _, f := range files {
+		first, _, _ := strings.Cut(f.Name, "/")
+		names[first] = true
+	}
+	return names
+}
+
+func linkVisible(dir string, files []File) error {
+	for name := range topLevel(files) {
+		link := filepath.Join(dir, name)
+		want := filepath.Join(dataDirName, name)
+		if got, err := os.Readlink(link); err == nil && got == want {
+			continue
+		}
+		// Replace whatever is there (only our own links can be) atomically.
+		tmp := filepath.Join(dir, ".."+name+".tmp")
+		if len(tmp)-len(dir) > 255 {
+			tmp = filepath.Join(dir, "..link.tmp")
+		}
+		_ = os.Remove(tmp)
+		if err := os.Symlink(want, tmp); err != nil {
+			return fmt.Errorf("link %s: %w", name, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("link %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// unlinkStale removes visible links whose names the new payload lacks.
+func unlinkStale(dir string, files []File) error {
+	keep := topLevel(files)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "..") || keep[name] || e.Type()&os.ModeSymlink == 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("remove stale link %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// removeOrphans deletes payload dirs and temporary links a crashed earlier
+// write left behind; none of them is reachable through ..data.
+func removeOrphans(dir, current string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "..") || name == dataDirName || name == current {
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(dir, name))
+	}
+}

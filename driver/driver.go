@@ -1,0 +1,222 @@
+// Package driver is the CSI side of vault-csi-driver: the gRPC Identity and
+// Node services kubelet calls, volume-context parsing, the tmpfs mount, the
+// atomic writer and the republish (rotation) decisions. It reaches Vault only
+// through the Fetcher interface.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"vaultcsi.dev/driver/driver/state"
+	"vaultcsi.dev/driver/provider"
+)
+
+// Fetcher is the driver's view of the provider.
+type Fetcher interface {
+	Fetch(ctx context.Context, req *provider.Request) (*provider.Result, error)
+	Release(ctx context.Context, s *provider.Session) error
+}
+
+// Observer hears about every volume operation (metrics, audit, events).
+// All methods must be cheap and must not block.
+type Observer interface {
+	Observe(op Op)
+}
+
+// Op describes one finished volume operation. It carries no secret value.
+type Op struct {
+	Kind     string // publish, republish, refresh, unpublish, deny
+	Outcome  string // ok, unchanged, skipped, failed, kept-old
+	Code     string // gRPC code name for failures
+	Err      error
+	Target   string
+	Pod      provider.Identity
+	Role     string
+	Paths    []string
+	Secrets  []provider.SecretInfo
+	Latency  time.Duration
+	Requests int  // Vault requests made
+	LoggedIn bool // a new Vault login (false: token reused)
+	Changed  bool // files were rewritten
+}
+
+// Config is the driver-wide configuration.
+type Config struct {
+	Name     string // CSI driver name, vault.csi.dev
+	Version  string
+	NodeID   string
+	Audience string // the service-account token audience to use
+	// KubeletDir, when set, pins target paths to kubelet's pod volume layout.
+	KubeletDir string
+	StateDir   string
+	// RotationPeriod is the default and minimum refresh period.
+	RotationPeriod time.Duration
+	// MaxVolumeBytes bounds one volume's files; the tmpfs is twice as large
+	// so the atomic writer can hold old and new payloads during a swap.
+	MaxVolumeBytes int64
+	// FileMode is the default mode of files.
+	FileMode os.FileMode
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultName           = "vault.csi.dev"
+	DefaultAudience       = "vault"
+	DefaultRotationPeriod = 2 * time.Minute
+	MinRotationPeriod     = 10 * time.Second
+	DefaultMaxVolumeBytes = 8 << 20
+	DefaultFileMode       = 0o440
+	DefaultStateDir       = "/run/vault-csi-driver"
+)
+
+// Driver serves CSI Identity and Node.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+
+	cfg      Config
+	fetcher  Fetcher
+	store    *state.Store
+	observer Observer
+	locks    keyedMutex
+	ready    chan struct{}
+	rand     func() float64
+}
+
+// New checks the configuration.
+func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.NodeID == "" {
+		return nil, errors.New("node id is required")
+	}
+	if cfg.Audience == "" {
+		cfg.Audience = DefaultAudience
+	}
+	if cfg.RotationPeriod == 0 {
+		cfg.RotationPeriod = DefaultRotationPeriod
+	}
+	if cfg.RotationPeriod < MinRotationPeriod {
+		return nil, fmt.Errorf("rotation period %s is below the floor of %s", cfg.RotationPeriod, MinRotationPeriod)
+	}
+	if cfg.MaxVolumeBytes == 0 {
+		cfg.MaxVolumeBytes = DefaultMaxVolumeBytes
+	}
+	if cfg.FileMode == 0 {
+		cfg.FileMode = DefaultFileMode
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.KubeletDir != "" {
+		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
+	}
+	store, err := state.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &Driver{
+		cfg: cfg, fetcher: f, store: store, observer: obs,
+		ready: make(chan struct{}), rand: rand.Float64,
+	}, nil
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Observe(Op) {}
+
+// Store exposes the state store (for metrics at start-up and tests).
+func (d *Driver) Store() *state.Store { return d.store }
+
+// Serve listens on a unix socket endpoint ("unix:///path" or a path) and
+// serves until ctx ends; then it stops accepting, lets in-flight calls
+// finish (up to grace) and returns. Mounts are left in place.
+func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration) error {
+	path := strings.TrimPrefix(endpoint, "unix://")
+	if path == "" || strings.Contains(endpoint, "://") && !strings.HasPrefix(endpoint, "unix://") {
+		return fmt.Errorf("endpoint %q: want unix:///path/to/csi.sock", endpoint)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logInterceptor))
+	csi.RegisterIdentityServer(srv, d)
+	csi.RegisterNodeServer(srv, d)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	close(d.ready)
+	klog.InfoS("serving CSI", "endpoint", path, "driver", d.cfg.Name, "node", d.cfg.NodeID)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	klog.InfoS("shutting down: draining in-flight calls", "grace", grace)
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		srv.Stop()
+	}
+	return nil
+}
+
+// keyedMutex serialises operations on one target path while letting
+// different targets proceed in parallel.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = make(map[string]*keyedEntry)
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

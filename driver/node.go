@@ -1,0 +1,350 @@
+package driver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"vaultcsi.dev/driver/driver/atomicwriter"
+	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/state"
+	"vaultcsi.dev/driver/driver/tmpfs"
+	"vaultcsi.dev/driver/provider"
+)
+
+// NodeGetInfo names the node. A node plugin for ephemeral volumes has no
+// volume limit and no topology.
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: d.cfg.NodeID}, nil
+}
+
+// NodeGetCapabilities advertises VOLUME_MOUNT_GROUP so kubelet passes the
+// pod's fsGroup and lets the driver own group permissions.
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: []*csi.NodeServiceCapability{{
+		Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{
+			Type: csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP,
+		}},
+	}}}, nil
+}
+
+// publishArgs is a validated NodePublishVolume request.
+type publishArgs struct {
+	target string
+	volID  string
+	gid    int
+	vol    *attributes.Volume
+	hash   string
+}
+
+func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArgs, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id: required")
+	}
+	target := req.GetTargetPath()
+	if target == "" {
+		return nil, status.Error(codes.InvalidArgument, "target_path: required")
+	}
+	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q must be absolute and clean", target)
+	}
+	vc := req.GetVolumeCapability()
+	if vc == nil {
+		return nil, status.Error(codes.InvalidArgument, "volume_capability: required")
+	}
+	if vc.GetBlock() != nil || vc.GetMount() == nil {
+		return nil, status.Error(codes.InvalidArgument, "volume_capability: only mount access is supported, not block")
+	}
+	if m := vc.GetAccessMode().GetMode(); m != csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER &&
+		m != csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY &&
+		m != csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER &&
+		m != csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER {
+		return nil, status.Errorf(codes.InvalidArgument, "volume_capability.access_mode: %s is not a single-node mode", m)
+	}
+	if fs := vc.GetMount().GetFsType(); fs != "" && fs != "tmpfs" {
+		return nil, status.Errorf(codes.InvalidArgument, "volume_capability.mount.fs_type: %q: volumes are always tmpfs", fs)
+	}
+	if !req.GetReadonly() {
+		return nil, status.Error(codes.InvalidArgument, "readonly: must be true: set readOnly: true on the pod's csi volume")
+	}
+	gid := -1
+	if g := vc.GetMount().GetVolumeMountGroup(); g != "" {
+		n, err := strconv.Atoi(g)
+		if err != nil || n < 0 || n > 1<<31-2 {
+			return nil, status.Errorf(codes.InvalidArgument, "volume_capability.mount.volume_mount_group: %q is not a group id", g)
+		}
+		gid = n
+	}
+	vol, err := attributes.Parse(req.GetVolumeContext(), req.GetSecrets(), d.cfg.Audience)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := d.checkTarget(target, vol.Request.Pod.PodUID); err != nil {
+		return nil, err
+	}
+	if isLink, err := tmpfs.IsSymlink(target); err != nil {
+		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+	} else if isLink {
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q is a symlink", target)
+	}
+	if vol.RotationPeriod != 0 && vol.RotationPeriod < d.cfg.RotationPeriod {
+		// A pod may lengthen the period, never shorten it (Vault load).
+		vol.RotationPeriod = d.cfg.RotationPeriod
+	}
+	if vol.RotationPeriod == 0 {
+		vol.RotationPeriod = d.cfg.RotationPeriod
+	}
+	return &publishArgs{target: target, volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
+}
+
+// checkTarget pins the target path to kubelet's layout for the pod named in
+// the request, so one pod cannot aim a publish at another's directory
+// (CVE-2020-8568 is this class).
+func (d *Driver) checkTarget(target, podUID string) error {
+	if d.cfg.KubeletDir == "" {
+		return nil
+	}
+	prefix := filepath.Join(d.cfg.KubeletDir, "pods", podUID, "volumes", "kubernetes.io~csi") + "/"
+	rest, ok := strings.CutPrefix(target, prefix)
+	name, tail, _ := strings.Cut(rest, "/")
+	if !ok || name == "" || name == "." || name == ".." || tail != "mount" {
+		return status.Errorf(codes.InvalidArgument,
+			"target_path: %q is not %s<volume>/mount for the pod's uid", target, prefix)
+	}
+	return nil
+}
+
+// requestHash identifies what a volume asks for, excluding the token
+// kubelet refreshes on each call.
+func requestHash(v *attributes.Volume, gid int) string {
+	r := v.Request
+	b, _ := json.Marshal(struct {
+		Role, AuthMount, NS string
+		Secrets             []provider.SecretSpec
+		Pod                 provider.Identity
+		GID                 int
+		Period              time.Duration
+	}{r.Role, r.AuthMount, r.VaultNamespace, r.Secrets, r.Pod, gid, v.RotationPeriod})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// NodePublishVolume mounts (first call) or refreshes (kubelet's periodic
+// re-publish) a volume.
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	start := time.Now()
+	args, err := d.validatePublish(req)
+	if err != nil {
+		d.observer.Observe(Op{Kind: "publish", Outcome: "failed", Code: status.Code(err).String(), Err: err,
+			Target: req.GetTargetPath(), Latency: time.Since(start)})
+		return nil, err
+	}
+	unlock := d.locks.lock(args.target)
+	defer unlock()
+
+	mounted, err := tmpfs.IsMounted(args.target)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	if mounted {
+		rec, err := d.store.Get(args.target)
+		if err != nil {
+			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
+		}
+		if rec != nil || err != nil {
+			return d.republish(ctx, args, rec, start), nil
+		}
+		// Mounted but unknown to us: not ours to touch.
+		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
+	}
+	return d.firstPublish(ctx, args, start)
+}
+
+func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
+	op := Op{Kind: "publish", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
+	fail := func(err error) (*csi.NodePublishVolumeResponse, error) {
+		err = toStatus(err)
+		op.Outcome, op.Code, op.Err, op.Latency = "failed", status.Code(err).String(), err, time.Since(start)
+		d.observer.Observe(op)
+		return nil, err
+	}
+	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
+	if err != nil {
+		return fail(err)
+	}
+	op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
+	release := func() { _ = d.fetcher.Release(context.WithoutCancel(ctx), res.Session) }
+	files, err := d.files(res.Files, a.gid)
+	if err != nil {
+		release()
+		return fail(err)
+	}
+	created, err := d.mountAndWrite(a, files)
+	if err != nil {
+		d.cleanupTarget(a.target, created)
+		release()
+		return fail(err)
+	}
+	now := time.Now()
+	rec := &state.Volume{
+		Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role,
+		RequestHash: a.hash, FetchedAt: now, Secrets: res.Secrets, Session: res.Session,
+		RotationPeriod: a.vol.RotationPeriod,
+		// Up to a tenth of the period, so pods started together spread out.
+		Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10),
+	}
+	if err := d.store.Put(rec); err != nil {
+		d.cleanupTarget(a.target, created)
+		release()
+		return fail(fmt.Errorf("%w", err))
+	}
+	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
+	d.observer.Observe(op)
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// files turns fetched files into writer files with modes and size checks.
+func (d *Driver) files(in []provider.File, gid int) ([]atomicwriter.File, error) {
+	out := make([]atomicwriter.File, 0, len(in))
+	var total int64
+	for _, f := range in {
+		mode := f.Mode
+		if mode == 0 {
+			mode = d.cfg.FileMode
+		}
+		// tmpfs charges whole pages: count them, not bytes.
+		total += (int64(len(f.Data)) + 4095) / 4096 * 4096
+		out = append(out, atomicwriter.File{Name: f.Name, Data: f.Data, Mode: mode})
+	}
+	if total > d.cfg.MaxVolumeBytes {
+		return nil, status.Errorf(codes.ResourceExhausted, "secrets: %d bytes (in pages) exceed the volume limit of %d bytes", total, d.cfg.MaxVolumeBytes)
+	}
+	return out, nil
+}
+
+// mountAndWrite creates the target if needed, mounts the tmpfs and writes
+// the first payload. It reports whether it created the target directory.
+func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (created bool, err error) {
+	switch err := os.Mkdir(a.target, 0o750); {
+	case err == nil:
+		created = true
+	case errors.Is(err, os.ErrExist):
+		if info, serr := os.Lstat(a.target); serr != nil || !info.IsDir() {
+			return false, status.Errorf(codes.InvalidArgument, "target_path: %q exists and is not a directory", a.target)
+		}
+		if entries, _ := os.ReadDir(a.target); len(entries) > 0 {
+			return false, status.Errorf(codes.FailedPrecondition, "target_path: %q is not empty", a.target)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		return false, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", a.target)
+	default:
+		return false, status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	if err := tmpfs.Mount(a.target, tmpfs.Options{
+		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
+		Inodes:    4*attributes.MaxFiles + 64,
+		GID:       a.gid,
+	}); err != nil {
+		return created, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
+		return created, status.Errorf(codes.Internal, "write files: %v", err)
+	}
+	return created, nil
+}
+
+// cleanupTarget undoes a failed first publish: nothing stays mounted.
+func (d *Driver) cleanupTarget(target string, created bool) {
+	if err := tmpfs.Unmount(target); err != nil {
+		klog.ErrorS(err, "cleanup after failed publish", "target", target)
+	}
+	if created {
+		_ = os.Remove(target)
+	}
+}
+
+// NodeUnpublishVolume revokes the volume's Vault token (and with it its
+// leases), unmounts and removes the target. Unknown targets succeed.
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	start := time.Now()
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id: required")
+	}
+	target := req.GetTargetPath()
+	if target == "" {
+		return nil, status.Error(codes.InvalidArgument, "target_path: required")
+	}
+	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q must be absolute and clean", target)
+	}
+	unlock := d.locks.lock(target)
+	defer unlock()
+
+	rec, err := d.store.Get(target)
+	if err != nil {
+		klog.ErrorS(err, "volume state unreadable; unmounting without revocation", "target", target)
+	}
+	op := Op{Kind: "unpublish", Target: target, Outcome: "ok"}
+	if rec != nil {
+		op.Pod, op.Role, op.Secrets = rec.Pod, rec.Role, rec.Secrets
+		if rec.Session != nil {
+			op.Requests = 1
+			if err := d.fetcher.Release(ctx, rec.Session); err != nil {
+				// Leases still expire with the token's TTL; unmounting wins.
+				klog.ErrorS(err, "revoke Vault token on unpublish", "target", target, "pod", podRef(rec.Pod))
+				op.Err = err
+			}
+		}
+	}
+	if err := tmpfs.Unmount(target); err != nil {
+		return nil, status.Errorf(codes.Internal, "unmount: %v", err)
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+	}
+	if err := d.store.Delete(target); err != nil {
+		klog.ErrorS(err, "delete volume state", "target", target)
+	}
+	op.Latency = time.Since(start)
+	if rec != nil {
+		d.observer.Observe(op)
+	}
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+func paths(v *attributes.Volume) []string {
+	out := make([]string, 0, len(v.Request.Secrets))
+	seen := make(map[string]bool, len(v.Request.Secrets))
+	for _, s := range v.Request.Secrets {
+		if !seen[s.Path] {
+			seen[s.Path] = true
+			out = append(out, s.Path)
+		}
+	}
+	return out
+}
+
+func podRef(p provider.Identity) klog.ObjectRef {
+	return klog.ObjectRef{Namespace: p.Namespace, Name: p.PodName}
+}
+
+func writeFiles(target string, files []atomicwriter.File, gid int) (bool, error) {
+	changed, err := atomicwriter.Write(target, files, atomicwriter.Options{GID: gid})
+	if err != nil {
+		return changed, status.Errorf(codes.Internal, "write files: %v", err)
+	}
+	return changed, nil
+}

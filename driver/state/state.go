@@ -1,0 +1,146 @@
+// Package state remembers, per mounted volume, what the driver needs after a
+// restart: when it last fetched, which leases and KV versions it holds, and
+// the Vault token to revoke on unpublish. It never holds a secret value.
+//
+// Records live as one JSON file per volume in a root-only directory that the
+// driver keeps on tmpfs (--state-dir, /run/vault-csi-driver by default): they
+// survive a driver restart but never reach disk, and vanish on a node reboot
+// together with the volumes they describe. The Vault token in a record is a
+// credential; only root on the node can read it, as it could read the
+// volume itself.
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"vaultcsi.dev/driver/provider"
+)
+
+// Volume is what the driver remembers about one mounted target.
+type Volume struct {
+	Target   string            `json:"target"`
+	VolumeID string            `json:"volumeID"`
+	Pod      provider.Identity `json:"pod"`
+	Role     string            `json:"role"`
+	// RequestHash identifies the pod's attributes (not its token): a change
+	// means the volume must be fetched again.
+	RequestHash string                `json:"requestHash"`
+	FetchedAt   time.Time             `json:"fetchedAt"`
+	Secrets     []provider.SecretInfo `json:"secrets"`
+	Session     *provider.Session     `json:"session,omitempty"`
+	// RotationPeriod is this volume's effective period.
+	RotationPeriod time.Duration `json:"rotationPeriod"`
+	// Jitter shifts this volume's refreshes so that pods started together
+	// do not refresh together.
+	Jitter time.Duration `json:"jitter"`
+	// Failures counts consecutive failed refreshes; NextAttempt is when the
+	// backoff allows the next one.
+	Failures    int       `json:"failures,omitempty"`
+	NextAttempt time.Time `json:"nextAttempt,omitempty"`
+	LastError   string    `json:"lastError,omitempty"`
+}
+
+// Store keeps records in a directory.
+type Store struct{ dir string }
+
+// Open creates the directory (0700) if needed.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) file(target string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(target)))
+	return filepath.Join(s.dir, hex.EncodeToString(sum[:16])+".json")
+}
+
+// Get returns the record of a target, or nil when there is none.
+func (s *Store) Get(target string) (*Volume, error) {
+	b, err := os.ReadFile(s.file(target))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", target, err)
+	}
+	var v Volume
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("parse state of %s: %w", target, err)
+	}
+	if filepath.Clean(v.Target) != filepath.Clean(target) {
+		return nil, fmt.Errorf("state of %s names another target", target)
+	}
+	return &v, nil
+}
+
+// Put writes a record atomically (temp file + rename).
+func (s *Store) Put(v *Volume) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("save state of %s: %w", v.Target, err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), s.file(v.Target))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("save state of %s: %w", v.Target, err)
+	}
+	return nil
+}
+
+// Delete removes a target's record; a missing one is fine.
+func (s *Store) Delete(target string) error {
+	err := os.Remove(s.file(target))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete state of %s: %w", target, err)
+	}
+	return nil
+}
+
+// List returns every record (for metrics after a restart).
+func (s *Store) List() ([]*Volume, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Volume
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var v Volume
+		if json.Unmarshal(b, &v) == nil {
+			out = append(out, &v)
+		}
+	}
+	return out, nil
+}

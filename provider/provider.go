@@ -1,0 +1,447 @@
+package provider
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// Auth methods the driver logs in with.
+const (
+	AuthKubernetes = "kubernetes"
+	AuthJWT        = "jwt"
+)
+
+// Limits on what one Fetch returns.
+const (
+	MaxSecretBytes = 1 << 20
+	maxParallel    = 8
+)
+
+// Config is the driver-wide Vault configuration (flags and Helm values).
+type Config struct {
+	Addr       string
+	CACertFile string
+	Namespace  string
+	AuthMethod string // kubernetes or jwt
+	AuthMount  string // defaults to the method's name
+	// OnRequest, when set, is told of every request sent to Vault: op is
+	// login, read, write, renew or revoke; code is the HTTP status (0 when
+	// no response came back).
+	OnRequest func(op string, code int)
+}
+
+// Provider fetches secrets from one Vault server. It is safe for concurrent
+// use and shares one HTTP connection pool across all volumes.
+type Provider struct {
+	cfg  Config
+	base *vault.Client
+}
+
+// New checks the configuration and prepares the shared HTTP client.
+func New(cfg Config) (*Provider, error) {
+	switch cfg.AuthMethod {
+	case AuthKubernetes, AuthJWT:
+	case "":
+		cfg.AuthMethod = AuthKubernetes
+	default:
+		return nil, fmt.Errorf("auth method %q: want kubernetes or jwt", cfg.AuthMethod)
+	}
+	if cfg.AuthMount == "" {
+		cfg.AuthMount = cfg.AuthMethod
+	}
+	if cfg.Addr == "" {
+		return nil, errors.New("vault address is required")
+	}
+	vc := vault.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault client defaults: %w", vc.Error)
+	}
+	vc.Address = cfg.Addr
+	vc.MaxRetries = 0 // the driver decides when to retry (kubelet or the rotation backoff)
+	tr := &http.Transport{
+		Proxy:               nil, // Vault is reached directly; a proxy env var must not reroute tokens
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 5 * time.Second,
+		ForceAttemptHTTP2:   true,
+		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	vc.HttpClient = &http.Client{Transport: tr}
+	if cfg.CACertFile != "" {
+		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
+			return nil, fmt.Errorf("vault CA certificate %s: %w", cfg.CACertFile, err)
+		}
+	}
+	base, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	base.ClearToken() // never inherit VAULT_TOKEN from the environment
+	return &Provider{cfg: cfg, base: base}, nil
+}
+
+// Config returns the effective configuration.
+func (p *Provider) Config() Config { return p.cfg }
+
+// call is one Fetch or Release in progress: a Vault client with the right
+// namespace and token, and a request counter.
+type call struct {
+	p        *Provider
+	c        *vault.Client
+	requests atomic.Int32
+	scrub    []string // credentials to cut out of any error text
+}
+
+func (p *Provider) newCall(namespace string) (*call, error) {
+	c, err := p.base.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	c.ClearToken()
+	c.ClearNamespace()
+	if namespace == "" {
+		namespace = p.cfg.Namespace
+	}
+	if namespace != "" {
+		c.SetNamespace(namespace)
+	}
+	return &call{p: p, c: c}, nil
+}
+
+func (k *call) observe(op string, err error) {
+	k.requests.Add(1)
+	if k.p.cfg.OnRequest == nil {
+		return
+	}
+	code := 200
+	var re *vault.ResponseError
+	switch {
+	case errors.As(err, &re):
+		code = re.StatusCode
+	case err != nil:
+		code = 0
+	}
+	k.p.cfg.OnRequest(op, code)
+}
+
+// Fetch logs in (or reuses req.Session) and reads every secret of the
+// request. It returns either all files or an error: never a partial set.
+func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
+	ns := req.VaultNamespace
+	k, err := p.newCall(ns)
+	if err != nil {
+		return nil, err
+	}
+	k.scrub = []string{req.JWT}
+	res := &Result{}
+	sess := req.Session
+	if sess != nil && !sess.Usable(time.Now()) {
+		sess = nil
+	}
+	if sess == nil {
+		if sess, err = k.login(ctx, req); err != nil {
+			return nil, err
+		}
+		res.LoggedIn = true
+	}
+	k.scrub = append(k.scrub, sess.Token)
+	k.c.SetToken(sess.Token)
+	files, infos, err := k.readAll(ctx, req.Secrets)
+	if err != nil && !res.LoggedIn && errors.Is(err, ErrDenied) && req.JWT != "" {
+		// The reused token may have been revoked out of band: log in once more.
+		if sess, err = k.login(ctx, req); err != nil {
+			return nil, err
+		}
+		res.LoggedIn = true
+		k.scrub = append(k.scrub, sess.Token)
+		k.c.SetToken(sess.Token)
+		files, infos, err = k.readAll(ctx, req.Secrets)
+	}
+	res.VaultRequests = int(k.requests.Load())
+	if err != nil {
+		if res.LoggedIn {
+			// Do not leave a token (and leases) behind for a publish that failed.
+			_ = p.revokeToken(context.WithoutCancel(ctx), sess)
+		}
+		return nil, err
+	}
+	res.Files, res.Secrets, res.Session = files, infos, sess
+	return res, nil
+}
+
+// Usable reports whether the session's token can still be used for a fetch
+// at now: it must not be within the last third of its lifetime, or 10s.
+func (s *Session) Usable(now time.Time) bool {
+	if s == nil || s.Token == "" {
+		return false
+	}
+	if s.ExpiresAt.IsZero() {
+		return true
+	}
+	margin := 10 * time.Second
+	if !s.IssuedAt.IsZero() {
+		if third := s.ExpiresAt.Sub(s.IssuedAt) / 3; third > margin {
+			margin = third
+		}
+	}
+	return now.Add(margin).Before(s.ExpiresAt)
+}
+
+func (k *call) login(ctx context.Context, req *Request) (*Session, error) {
+	if req.JWT == "" {
+		return nil, fmt.Errorf("vault login: %w: no service-account token", ErrDenied)
+	}
+	mount := req.AuthMount
+	if mount == "" {
+		mount = k.p.cfg.AuthMount
+	}
+	start := time.Now()
+	secret, err := k.c.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{
+		"role": req.Role,
+		"jwt":  req.JWT,
+	})
+	k.observe("login", err)
+	if err != nil {
+		return nil, k.wrap(ctx, fmt.Sprintf("vault login as role %q at auth/%s", req.Role, mount), err)
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("vault login as role %q at auth/%s: %w: no token in the response", req.Role, mount, ErrUnavailable)
+	}
+	s := &Session{
+		Token:     secret.Auth.ClientToken,
+		Accessor:  secret.Auth.Accessor,
+		Namespace: k.c.Namespace(),
+		Renewable: secret.Auth.Renewable,
+		IssuedAt:  start,
+	}
+	if secret.Auth.LeaseDuration > 0 {
+		s.ExpiresAt = start.Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
+	}
+	return s, nil
+}
+
+// readKey identifies one Vault request: files that name the same path (and
+// args) share one read.
+type readKey struct {
+	path string
+	args string
+}
+
+func keyOf(s SecretSpec) readKey {
+	if s.Args == nil {
+		return readKey{path: s.Path}
+	}
+	var b strings.Builder
+	for _, k := range sortedKeys(s.Args) {
+		fmt.Fprintf(&b, "%s=%s\x00", k, s.Args[k])
+	}
+	return readKey{path: s.Path, args: b.String()}
+}
+
+type readResult struct {
+	secret *vault.Secret
+	info   SecretInfo
+	err    error
+}
+
+func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []SecretInfo, error) {
+	order := make([]readKey, 0, len(specs))
+	results := make(map[readKey]*readResult, len(specs))
+	for _, s := range specs {
+		rk := keyOf(s)
+		if _, ok := results[rk]; !ok {
+			results[rk] = &readResult{}
+			order = append(order, rk)
+		}
+	}
+	argsOf := make(map[readKey]map[string]string, len(order))
+	for _, s := range specs {
+		argsOf[keyOf(s)] = s.Args
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if len(order) == 1 {
+		r := results[order[0]]
+		r.secret, r.info, r.err = k.read(ctx, order[0].path, argsOf[order[0]])
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxParallel)
+		for _, rk := range order {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(rk readKey, r *readResult) {
+				defer func() { <-sem; wg.Done() }()
+				r.secret, r.info, r.err = k.read(ctx, rk.path, argsOf[rk])
+				if r.err != nil {
+					cancel() // all or nothing: stop the other reads early
+				}
+			}(rk, results[rk])
+		}
+		wg.Wait()
+	}
+	// Report the first failure in the volume's own order, preferring a
+	// real cause over the cancellation it triggered in its siblings.
+	var firstErr error
+	for _, rk := range order {
+		if err := results[rk].err; err != nil {
+			if firstErr == nil || (errors.Is(firstErr, context.Canceled) && !errors.Is(err, context.Canceled)) {
+				firstErr = err
+			}
+		}
+	}
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	files := make([]File, 0, len(specs))
+	for _, s := range specs {
+		r := results[keyOf(s)]
+		data, err := extract(r.secret, r.info, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		files = append(files, File{Name: s.File, Data: data, Mode: s.Mode})
+	}
+	infos := make([]SecretInfo, 0, len(order))
+	for _, rk := range order {
+		infos = append(infos, results[rk].info)
+	}
+	return files, infos, nil
+}
+
+// read fetches one path: a GET for plain secrets, a PUT with args for
+// issuing endpoints.
+func (k *call) read(ctx context.Context, path string, args map[string]string) (*vault.Secret, SecretInfo, error) {
+	info := SecretInfo{Path: path, FetchedAt: time.Now()}
+	var (
+		secret *vault.Secret
+		err    error
+		op     = "read"
+	)
+	if args != nil {
+		op = "write"
+		body := make(map[string]any, len(args))
+		for k, v := range args {
+			body[k] = v
+		}
+		secret, err = k.c.Logical().WriteWithContext(ctx, path, body)
+	} else {
+		secret, err = k.c.Logical().ReadWithContext(ctx, path)
+	}
+	k.observe(op, err)
+	if err != nil {
+		return nil, info, k.wrap(ctx, fmt.Sprintf("vault %s %s", op, path), err)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, info, fmt.Errorf("vault %s %s: %w: no secret at this path", op, path, ErrNotFound)
+	}
+	if isKVv2(path, secret) {
+		if inner, _ := secret.Data["data"].(map[string]any); inner == nil {
+			return nil, info, fmt.Errorf("vault %s %s: %w: the current version is deleted or destroyed", op, path, ErrNotFound)
+		}
+		info.Version = kvVersion(secret)
+	}
+	info.LeaseID = secret.LeaseID
+	info.Renewable = secret.Renewable
+	info.LeaseDuration = time.Duration(secret.LeaseDuration) * time.Second
+	if secret.LeaseID == "" {
+		// PKI certificates carry no lease by default; their expiry is the clock.
+		if exp, ok := secret.Data["expiration"]; ok {
+			if n, err := toInt64(exp); err == nil && n > 0 {
+				info.LeaseDuration = time.Until(time.Unix(n, 0)).Round(time.Second)
+			}
+		}
+	}
+	return secret, info, nil
+}
+
+// revokeToken revokes a session's token, and with it every lease the token
+// created. A token that is already gone counts as revoked.
+func (p *Provider) revokeToken(ctx context.Context, s *Session) error {
+	if s == nil || s.Token == "" {
+		return nil
+	}
+	k, err := p.newCall(s.Namespace)
+	if err != nil {
+		return err
+	}
+	k.scrub = []string{s.Token}
+	k.c.SetToken(s.Token)
+	_, err = k.c.Logical().WriteWithContext(ctx, "auth/token/revoke-self", nil)
+	k.observe("revoke", err)
+	var re *vault.ResponseError
+	if errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized) {
+		return nil // expired or revoked already; its leases went with it
+	}
+	if err != nil {
+		return k.wrap(ctx, "vault revoke token", err)
+	}
+	return nil
+}
+
+// Release revokes the session's token and so every lease it created.
+func (p *Provider) Release(ctx context.Context, s *Session) error {
+	return p.revokeToken(ctx, s)
+}
+
+// wrap classifies a Vault client error into one of the package's sentinel
+// errors, keeping Vault's own message minus any credential.
+func (k *call) wrap(ctx context.Context, what string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w", what, ctxErr)
+	}
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		msg := k.clean(strings.Join(re.Errors, "; "))
+		if msg == "" {
+			msg = http.StatusText(re.StatusCode)
+		}
+		var kind error
+		switch {
+		case re.StatusCode == http.StatusBadRequest || re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
+			kind = ErrDenied
+		case re.StatusCode == http.StatusNotFound:
+			kind = ErrNotFound
+		default:
+			kind = ErrUnavailable
+		}
+		return fmt.Errorf("%s: %w: Vault answered %d: %s", what, kind, re.StatusCode, msg)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, k.clean(err.Error()))
+}
+
+func (k *call) clean(s string) string {
+	for _, c := range k.scrub {
+		if c != "" {
+			s = strings.ReplaceAll(s, c, "[redacted]")
+		}
+	}
+	if len(s) > 512 {
+		s = s[:512] + "..."
+	}
+	return s
+}
+
+// CACertExists reports a missing CA file early with its name.
+func CACertExists(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := os.Stat(path)
+	return err
+}

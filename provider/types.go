@@ -1,0 +1,96 @@
+// Package provider is the Vault side of the driver: it logs in with a pod's
+// service-account token, reads the secrets a volume asks for and keeps the
+// lease information that rotation and revocation need. It knows nothing of
+// CSI or mounts; the driver talks to it through Fetch and Release.
+package provider
+
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// Errors the driver maps to gRPC codes. Provider errors wrap exactly one of
+// these so that callers can use errors.Is without parsing messages.
+var (
+	ErrInvalid     = errors.New("invalid request")   // InvalidArgument
+	ErrDenied      = errors.New("permission denied") // PermissionDenied
+	ErrNotFound    = errors.New("not found")         // NotFound
+	ErrUnavailable = errors.New("vault unavailable") // Unavailable
+	ErrTooLarge    = errors.New("secret too large")  // ResourceExhausted
+)
+
+// SecretSpec is one file of a volume: which Vault path to read and which
+// field of it to write.
+type SecretSpec struct {
+	File string      // path relative to the volume root, validated by the driver
+	Path string      // Vault path, e.g. secret/data/db or kv/app
+	Key  string      // one field of the data; empty writes the whole map as JSON
+	Mode os.FileMode // file mode; 0 means the driver's default
+	// Args are the parameters of a write to an issuing endpoint (pki/issue/*);
+	// nil means a plain read.
+	Args map[string]string
+}
+
+// Identity is who the volume belongs to, as kubelet told the driver.
+type Identity struct {
+	Namespace      string
+	PodName        string
+	PodUID         string
+	ServiceAccount string
+}
+
+// Request is everything the provider needs to fetch one volume's secrets.
+type Request struct {
+	Role           string
+	AuthMount      string // overrides the configured auth mount when set
+	VaultNamespace string // overrides the configured Vault namespace when set
+	// JWT is the pod's service-account token for the configured audience.
+	JWT     string
+	Pod     Identity
+	Secrets []SecretSpec
+	// Session, when set and still valid, is reused instead of logging in.
+	Session *Session
+}
+
+// File is one fetched file: its contents and the Vault object it came from.
+type File struct {
+	Name string
+	Data []byte
+	Mode os.FileMode
+}
+
+// SecretInfo describes one Vault object that was read, without its value.
+type SecretInfo struct {
+	Path          string
+	Version       int64 // KV v2 version; 0 for KV v1 and dynamic secrets
+	LeaseID       string
+	LeaseDuration time.Duration
+	Renewable     bool
+	// FetchedAt is when the object was read; leases are measured from it.
+	FetchedAt time.Time
+}
+
+// Session is a Vault login: the token a volume reads with and revokes on
+// release. Token is a credential: never log it or put it in an error.
+type Session struct {
+	Token     string
+	Accessor  string
+	Namespace string
+	Renewable bool
+	// IssuedAt is when the token was obtained or last renewed.
+	IssuedAt time.Time
+	// ExpiresAt is when Vault will expire the token (zero: never).
+	ExpiresAt time.Time
+}
+
+// Result is the outcome of a Fetch.
+type Result struct {
+	Files   []File
+	Secrets []SecretInfo
+	Session *Session
+	// LoggedIn is true when Fetch logged in rather than reusing a session.
+	LoggedIn bool
+	// VaultRequests counts the HTTP requests Fetch sent to Vault.
+	VaultRequests int
+}
