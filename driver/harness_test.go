@@ -1,0 +1,273 @@
+package driver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/provider/vaulttest"
+)
+
+// The shared fixtures of this package's integration tests: one real Vault
+// and the driver binary built once.
+var (
+	vaultSrv  *vaulttest.Server
+	driverBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "vcd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	driverBin = filepath.Join(dir, "vault-csi-driver")
+	build := exec.Command("go", "build", "-o", driverBin, "../cmd/vault-csi-driver")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build driver:", err)
+		return 1
+	}
+	if vaultSrv, err = vaulttest.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "start vault:", err)
+		return 1
+	}
+	defer vaultSrv.Stop()
+	if err := configureVault(vaultSrv); err != nil {
+		fmt.Fprintln(os.Stderr, "configure vault:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// The secrets every test can read as shop/payment with role "payments".
+const (
+	dbPassword  = "pw-Zq8u1-s3cret"
+	paypalToken = "paypal-7f0e2-token"
+	kv1APIKey   = "kv1-apikey-91ab"
+	otherValue  = "other-team-value-443"
+)
+
+var shopPod = vaulttest.Pod{Namespace: "shop", Name: "payment-7d9f", UID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", ServiceAccount: "payment"}
+
+func configureVault(v *vaulttest.Server) error {
+	c := v.Root
+	policy := vaulttest.ReadPolicy("secret/data/db", "secret/data/paypal", "kv/api", "secret/data/rotating", "secret/data/missing")
+	if err := c.Sys().PutPolicy("payments", policy); err != nil {
+		return err
+	}
+	if err := v.CreateRole("payments", "shop", "payment", 0, "payments"); err != nil {
+		return err
+	}
+	for path, data := range map[string]map[string]any{
+		"db":       {"password": dbPassword, "user": "payments"},
+		"paypal":   {"token": paypalToken},
+		"rotating": {"value": "v1"},
+		"other":    {"x": otherValue},
+	} {
+		if _, err := c.KVv2("secret").Put(context.Background(), path, data); err != nil {
+			return err
+		}
+	}
+	if _, err := c.Logical().Write("kv/api", map[string]any{"key": kv1APIKey}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// driverProc is one running driver process and a CSI client to it.
+type driverProc struct {
+	cmd      *exec.Cmd
+	socket   string
+	stateDir string
+	logs     *syncBuffer
+	node     csi.NodeClient
+	ident    csi.IdentityClient
+	conn     *grpc.ClientConn
+	done     chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDriver runs the driver binary against the shared Vault with jwt
+// auth; extra flags override. The state dir is on /dev/shm (tmpfs).
+func startDriver(t testing.TB, extra ...string) *driverProc {
+	t.Helper()
+	dir := t.TempDir()
+	stateDir, err := os.MkdirTemp("/dev/shm", "vcd-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	d := &driverProc{socket: filepath.Join(dir, "csi.sock"), stateDir: stateDir, logs: &syncBuffer{}, done: make(chan struct{})}
+	args := []string{
+		"--endpoint=unix://" + d.socket, "--node-id=node-1",
+		"--vault-addr=" + vaultSrv.Addr, "--auth-method=jwt", "--auth-mount=" + vaultSrv.JWTMount,
+		"--state-dir=" + stateDir, "--rotation-period=10s", "-v=10",
+	}
+	d.start(t, append(args, extra...))
+	return d
+}
+
+func (d *driverProc) start(t testing.TB, args []string) {
+	t.Helper()
+	d.cmd = exec.Command(driverBin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.done = make(chan struct{})
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.done)
+	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(d.socket); err == nil {
+			break
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("driver exited: %s", d.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("driver socket never appeared: %s", d.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	d.conn, d.node, d.ident = conn, csi.NewNodeClient(conn), csi.NewIdentityClient(conn)
+}
+
+func (d *driverProc) stop(sig syscall.Signal) {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+// volume is a kubelet-shaped NodePublishVolume request.
+type volume struct {
+	target    string
+	pod       vaulttest.Pod
+	role      string
+	secrets   string
+	extra     map[string]string
+	gid       string
+	inSecrets bool // token in Secrets (Kubernetes 1.35+) rather than the volume context
+}
+
+func newTarget(t testing.TB) string {
+	t.Helper()
+	parent := t.TempDir()
+	target := filepath.Join(parent, "mount")
+	t.Cleanup(func() { _ = syscall.Unmount(target, syscall.MNT_DETACH) })
+	return target
+}
+
+func (v volume) request() *csi.NodePublishVolumeRequest {
+	role := v.role
+	if role == "" {
+		role = "payments"
+	}
+	tokens := vaulttest.TokensJSON("vault", vaultSrv.Token(v.pod, time.Hour), time.Now().Add(time.Hour))
+	vc := map[string]string{
+		attributes.KeyPodName: v.pod.Name, attributes.KeyPodNamespace: v.pod.Namespace,
+		attributes.KeyPodUID: v.pod.UID, attributes.KeyServiceAccount: v.pod.ServiceAccount,
+		attributes.KeyEphemeral: "true",
+		"role":                  role, "secrets": v.secrets,
+	}
+	var secrets map[string]string
+	if v.inSecrets {
+		secrets = map[string]string{attributes.KeyTokens: tokens}
+	} else {
+		vc[attributes.KeyTokens] = tokens
+	}
+	for k, val := range v.extra {
+		if val == "<delete>" {
+			delete(vc, k)
+		} else {
+			vc[k] = val
+		}
+	}
+	return &csi.NodePublishVolumeRequest{
+		VolumeId:   "csi-" + v.pod.UID,
+		TargetPath: v.target,
+		Readonly:   true,
+		VolumeCapability: &csi.VolumeCapability{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: v.gid}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		},
+		VolumeContext: vc,
+		Secrets:       secrets,
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// mountOptions returns the fstype and options of the mount at target.
+func mountOptions(t testing.TB, target string) (fstype, opts string, ok bool) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[4] != target {
+			continue
+		}
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" && i+3 < len(f) {
+				return f[i+1], f[5] + "," + f[i+3], true
+			}
+		}
+	}
+	return "", "", false
+}

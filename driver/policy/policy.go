@@ -1,0 +1,385 @@
+// Package policy is the cluster admin's access policy: which pods may mount
+// which Vault paths with which roles. It is decided before any Vault call, on
+// every publish, from facts kubelet supplies (plus pod labels when a rule
+// needs them).
+//
+// A policy is an ordered list of rules:
+//
+//	rules:
+//	  - name: payment-paypal            # required, unique; named in every decision
+//	    effect: allow                   # allow | deny
+//	    namespaces: ["shop"]            # globs; empty/absent = any
+//	    serviceAccounts: ["payment"]    # globs on the service-account name; empty = any
+//	    podNames: ["payment-*"]         # globs on the pod name; empty = any
+//	    podLabels: "app=payment,tier in (web)"  # label selector; empty = any
+//	    roles: ["payments"]             # globs on the Vault role; empty = any
+//	    paths: ["secret/data/paypal", "secret/data/shop/**"]  # globs on Vault paths
+//
+// A rule applies to a request when all its "who" matchers (namespace, service
+// account, pod name, labels, role) match. Paths are then decided one by one,
+// each by the first applicable rule whose paths match it; a deny rule without
+// paths matches every path. The request is allowed only when every path is
+// allowed. A deny rule therefore wins as soon as it is the first match for
+// any requested path, and a path no rule matches denies the request.
+//
+// Why per path rather than "one allow rule must cover every path": a pod can
+// always split its secrets over several volumes, so requiring one rule to
+// cover a whole volume adds no protection, only surprise (two allow rules
+// that each grant one of the paths would deny the volume asking for both).
+// Whenever one rule covers everything both readings agree.
+//
+// A request with no paths is denied. Requested paths must be canonical (no
+// leading or trailing slash, no empty, "." or ".." segments), otherwise the
+// request is denied before any rule is looked at, so that
+// `secret/data/shop/**` cannot be satisfied by secret/data/shop/../../sys/x.
+//
+// # Patterns
+//
+//   - Patterns are case-sensitive and must match the whole value.
+//   - Within one path segment the path.Match syntax applies: `*` matches any
+//     run of characters except `/`, `?` one such character, `[a-z]` a class,
+//     `\` escapes the next character.
+//   - `**` as a whole segment matches across segments: `a/**/b` matches a/b,
+//     a/x/b and a/x/y/b. A trailing `/**` matches everything below its prefix
+//     but not the prefix itself: `secret/data/shop/**` matches
+//     secret/data/shop/db, not secret/data/shop (the gitignore rule; in KV v2
+//     a path can be a secret and a folder at once, and granting the folder
+//     should not grant the secret of the same name). A lone `**` matches any path.
+//   - `**` inside a longer segment (`db**`) is an error: it would act as `*`,
+//     which is not what its author meant.
+//   - Name patterns (namespaces, service accounts, pod names, roles) are a
+//     single segment: no `/`, and they never match an empty value, so a
+//     request without pod information does not pass a `*`.
+//   - podLabels is a Kubernetes label selector (labels.Parse syntax).
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+// Subject is one publish request as the policy sees it.
+type Subject struct {
+	Namespace, ServiceAccount, PodName, PodUID, Role string
+	// Labels are the pod's labels; only needed when NeedsLabels is true.
+	Labels map[string]string
+	// Paths are the Vault paths the volume reads, in canonical form.
+	Paths []string
+}
+
+// Decision is the outcome of Decide. Reason is human text for errors and
+// Events; Rule names the deciding rule ("" when none did). When several
+// allow rules together grant a request, Rule lists them joined by commas.
+type Decision struct {
+	Allowed bool
+	Rule    string
+	Reason  string
+}
+
+// Policy is a parsed, immutable access policy; safe for concurrent use.
+type Policy struct {
+	rules       []rule
+	allowAll    bool
+	needsLabels bool
+}
+
+type rule struct {
+	name            string
+	deny            bool
+	namespaces      []nameGlob
+	serviceAccounts []nameGlob
+	podNames        []nameGlob
+	roles           []nameGlob
+	selector        labels.Selector // nil: any labels
+	paths           []pathGlob
+	reason          string // precomputed so that Decide does not format
+}
+
+const (
+	reasonNoPolicy = "no access policy configured"
+	reasonNoMatch  = "no rule matched"
+)
+
+// AllowAll is the policy used when no policy file is configured: every
+// request is allowed, and the decision says why.
+func AllowAll() *Policy { return &Policy{allowAll: true} }
+
+// NeedsLabels reports whether some rule selects on pod labels; the driver
+// asks the API server for a pod's labels only then.
+func (p *Policy) NeedsLabels() bool { return p != nil && p.needsLabels }
+
+// Len is the number of rules (0 for AllowAll); for logs.
+func (p *Policy) Len() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.rules)
+}
+
+// Decide evaluates s. It does not allocate unless it denies a request or
+// joins several rule names. A nil policy denies: failing closed is safer
+// than guessing what an unwired caller meant.
+func (p *Policy) Decide(s Subject) Decision {
+	switch {
+	case p == nil:
+		return Decision{Reason: "no access policy loaded"}
+	case p.allowAll:
+		return Decision{Allowed: true, Reason: reasonNoPolicy}
+	case len(s.Paths) == 0:
+		return Decision{Reason: "request names no Vault path"}
+	}
+	for _, path := range s.Paths {
+		if err := checkPathForm(path); err != nil {
+			return Decision{Reason: fmt.Sprintf("Vault path %q is not canonical: %v", path, err)}
+		}
+	}
+
+	// done[i] is set once path i is allowed; a deny ends the evaluation.
+	var buf [32]bool
+	done := buf[:0]
+	if len(s.Paths) <= len(buf) {
+		done = buf[:len(s.Paths)]
+	} else {
+		done = make([]bool, len(s.Paths))
+	}
+	left := len(s.Paths)
+	var byBuf [4]int
+	allowedBy := byBuf[:0] // rule indexes that allowed at least one path
+	ls := labels.Set(s.Labels)
+
+	for i := range p.rules {
+		r := &p.rules[i]
+		if !r.appliesTo(&s, ls) {
+			continue
+		}
+		if r.deny && len(r.paths) == 0 {
+			return Decision{Rule: r.name, Reason: r.reason}
+		}
+		hit := false
+		for j, path := range s.Paths {
+			if done[j] || !matchPaths(r.paths, path) {
+				continue
+			}
+			if r.deny {
+				return Decision{Rule: r.name, Reason: fmt.Sprintf("%s for path %q", r.reason, path)}
+			}
+			done[j], hit = true, true
+			left--
+		}
+		if hit {
+			allowedBy = append(allowedBy, i)
+		}
+		if left == 0 {
+			return p.allowed(allowedBy)
+		}
+	}
+	for j, path := range s.Paths {
+		if !done[j] {
+			return Decision{Reason: fmt.Sprintf("%s for path %q", reasonNoMatch, path)}
+		}
+	}
+	return Decision{Reason: reasonNoMatch} // not reached: left > 0 means a path is pending
+}
+
+func (p *Policy) allowed(by []int) Decision {
+	if len(by) == 1 {
+		r := &p.rules[by[0]]
+		return Decision{Allowed: true, Rule: r.name, Reason: r.reason}
+	}
+	names := make([]string, len(by))
+	for i, idx := range by {
+		names[i] = p.rules[idx].name
+	}
+	return Decision{
+		Allowed: true,
+		Rule:    strings.Join(names, ","),
+		Reason:  fmt.Sprintf("allowed by rules %q", names),
+	}
+}
+
+// appliesTo checks the who-part of a rule, cheapest matchers first.
+func (r *rule) appliesTo(s *Subject, ls labels.Set) bool {
+	return matchNames(r.namespaces, s.Namespace) &&
+		matchNames(r.serviceAccounts, s.ServiceAccount) &&
+		matchNames(r.roles, s.Role) &&
+		matchNames(r.podNames, s.PodName) &&
+		(r.selector == nil || r.selector.Matches(ls))
+}
+
+// ruleSpec is the file format of one rule.
+type ruleSpec struct {
+	Name            string   `json:"name"`
+	Effect          string   `json:"effect"`
+	Namespaces      []string `json:"namespaces"`
+	ServiceAccounts []string `json:"serviceAccounts"`
+	PodNames        []string `json:"podNames"`
+	PodLabels       string   `json:"podLabels"`
+	Roles           []string `json:"roles"`
+	Paths           []string `json:"paths"`
+}
+
+// Field names are checked case-sensitively before decoding: encoding/json
+// would otherwise accept "podnames" for "podNames" without a word.
+var (
+	topFields  = []string{"rules"}
+	ruleFields = []string{"name", "effect", "namespaces", "serviceAccounts", "podNames", "podLabels", "roles", "paths"}
+)
+
+// Rule names end up in Decisions, audit lines, Events and a metric label:
+// keep them short and plain. No comma, so that joined names stay readable.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Parse reads a policy from YAML or JSON. It is strict: unknown or duplicate
+// fields, duplicate rule names, a bad effect, selector or glob, an allow
+// rule without paths and an empty rule list are errors that name the rule
+// and the field.
+func Parse(data []byte) (*Policy, error) {
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	top, err := strictObject(j, topFields)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var raws []json.RawMessage
+	if r, ok := top["rules"]; ok {
+		if err := json.Unmarshal(r, &raws); err != nil {
+			return nil, fmt.Errorf("policy: rules: must be a list: %w", err)
+		}
+	}
+	if len(raws) == 0 {
+		// An empty file denies everything; far more often it is a mistake
+		// (wrong ConfigMap key, truncated write) than an intent. A deny-all
+		// policy is one rule: {name: deny-all, effect: deny}.
+		return nil, errors.New("policy: rules: no rules")
+	}
+
+	p := &Policy{rules: make([]rule, 0, len(raws))}
+	seen := make(map[string]int, len(raws))
+	for i, raw := range raws {
+		r, err := parseRule(raw)
+		if err != nil {
+			return nil, fmt.Errorf("policy: rules[%d]%s: %w", i, ruleLabel(raw), err)
+		}
+		if prev, dup := seen[r.name]; dup {
+			return nil, fmt.Errorf("policy: rules[%d] (%q): name: duplicate of rules[%d]", i, r.name, prev)
+		}
+		seen[r.name] = i
+		p.needsLabels = p.needsLabels || r.selector != nil
+		p.rules = append(p.rules, r)
+	}
+	return p, nil
+}
+
+func parseRule(raw json.RawMessage) (rule, error) {
+	if _, err := strictObject(raw, ruleFields); err != nil {
+		return rule{}, err
+	}
+	var sp ruleSpec
+	if err := json.Unmarshal(raw, &sp); err != nil {
+		return rule{}, err
+	}
+	if !nameRE.MatchString(sp.Name) {
+		if sp.Name == "" {
+			return rule{}, errors.New("name: required")
+		}
+		return rule{}, fmt.Errorf("name: %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", sp.Name)
+	}
+	r := rule{name: sp.Name}
+	switch sp.Effect {
+	case "allow":
+		r.reason = fmt.Sprintf("allowed by rule %q", sp.Name)
+	case "deny":
+		r.deny = true
+		r.reason = fmt.Sprintf("denied by rule %q", sp.Name)
+	case "":
+		return rule{}, errors.New("effect: required (allow or deny)")
+	default:
+		return rule{}, fmt.Errorf("effect: %q is not allow or deny", sp.Effect)
+	}
+	var err error
+	if r.namespaces, err = compileNames("namespaces", sp.Namespaces); err != nil {
+		return rule{}, err
+	}
+	if r.serviceAccounts, err = compileNames("serviceAccounts", sp.ServiceAccounts); err != nil {
+		return rule{}, err
+	}
+	if r.podNames, err = compileNames("podNames", sp.PodNames); err != nil {
+		return rule{}, err
+	}
+	if r.roles, err = compileNames("roles", sp.Roles); err != nil {
+		return rule{}, err
+	}
+	if strings.TrimSpace(sp.PodLabels) != "" {
+		sel, err := labels.Parse(sp.PodLabels)
+		if err != nil {
+			return rule{}, fmt.Errorf("podLabels: %w", err)
+		}
+		r.selector = sel
+	}
+	for i, g := range sp.Paths {
+		pg, err := compilePath(g)
+		if err != nil {
+			return rule{}, fmt.Errorf("paths[%d]: %w", i, err)
+		}
+		r.paths = append(r.paths, pg)
+	}
+	if !r.deny && len(r.paths) == 0 {
+		return rule{}, errors.New("paths: required for an allow rule")
+	}
+	return r, nil
+}
+
+func compileNames(field string, pats []string) ([]nameGlob, error) {
+	var gs []nameGlob
+	for i, pat := range pats {
+		g, err := compileName(pat)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+		gs = append(gs, g)
+	}
+	return gs, nil
+}
+
+// strictObject decodes a JSON object and rejects keys outside known
+// (case-sensitive). Duplicate keys were already rejected by YAMLToJSONStrict.
+func strictObject(j []byte, known []string) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(j, &m); err != nil {
+		return nil, fmt.Errorf("must be a mapping: %w", err)
+	}
+	if m == nil {
+		return nil, errors.New("empty document")
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // report the same field every time
+	for _, k := range keys {
+		if !slices.Contains(known, k) {
+			return nil, fmt.Errorf("unknown field %q (known: %s)", k, strings.Join(known, ", "))
+		}
+	}
+	return m, nil
+}
+
+// ruleLabel names a rule in an error when its name can be read.
+func ruleLabel(raw json.RawMessage) string {
+	var n struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(raw, &n) == nil && n.Name != "" {
+		return fmt.Sprintf(" (%q)", n.Name)
+	}
+	return ""
+}

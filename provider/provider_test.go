@@ -1,0 +1,302 @@
+package provider_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"vaultcsi.dev/driver/provider"
+	"vaultcsi.dev/driver/provider/vaulttest"
+)
+
+var pod = vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: "uid-1", ServiceAccount: "payment"}
+
+// setup starts Vault with a role "payments" for shop/payment that may read
+// secret/data/db, secret/data/deleted and kv/app.
+func setup(t *testing.T) (*vaulttest.Server, *provider.Provider) {
+	t.Helper()
+	v := vaulttest.Start(t)
+	v.Policy(t, "payments", vaulttest.ReadPolicy("secret/data/db", "secret/data/deleted", "kv/app", "secret/data/missing"))
+	v.Role(t, "payments", pod.Namespace, pod.ServiceAccount, "payments")
+	v.PutKV2(t, "db", map[string]any{"password": "s3cr3t-pw", "user": "app"})
+	v.PutKV2(t, "db", map[string]any{"password": "s3cr3t-pw2", "user": "app", "port": 5432})
+	v.PutKV1(t, "app", map[string]any{"token": "kv1-token-value"})
+	v.PutKV2(t, "other", map[string]any{"x": "forbidden-value"})
+	v.PutKV2(t, "deleted", map[string]any{"x": "gone"})
+	if err := v.Root.KVv2("secret").Delete(context.Background(), "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := provider.New(provider.Config{Addr: v.Addr, AuthMethod: provider.AuthJWT, AuthMount: v.JWTMount})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, p
+}
+
+func request(v *vaulttest.Server, specs ...provider.SecretSpec) *provider.Request {
+	return &provider.Request{Role: "payments", JWT: v.Token(pod, time.Hour), Secrets: specs,
+		Pod: provider.Identity{Namespace: pod.Namespace, PodName: pod.Name, PodUID: pod.UID, ServiceAccount: pod.ServiceAccount}}
+}
+
+func TestFetch(t *testing.T) {
+	v, p := setup(t)
+	ctx := context.Background()
+	res, err := p.Fetch(ctx, request(v,
+		provider.SecretSpec{File: "password", Path: "secret/data/db", Key: "password"},
+		provider.SecretSpec{File: "port", Path: "secret/data/db", Key: "port"},
+		provider.SecretSpec{File: "db.json", Path: "secret/data/db"},
+		provider.SecretSpec{File: "app-token", Path: "kv/app", Key: "token"},
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range res.Files {
+		got[f.Name] = string(f.Data)
+	}
+	want := map[string]string{
+		"password":  "s3cr3t-pw2",
+		"port":      "5432",
+		"db.json":   `{"password":"s3cr3t-pw2","port":5432,"user":"app"}`,
+		"app-token": "kv1-token-value",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("file %s = %q, want %q", k, got[k], w)
+		}
+	}
+	// Two paths: one login plus one read each, though secret/data/db backs three files.
+	if !res.LoggedIn || res.VaultRequests != 3 {
+		t.Errorf("LoggedIn=%v VaultRequests=%d, want true and 3", res.LoggedIn, res.VaultRequests)
+	}
+	versions := map[string]int64{}
+	for _, s := range res.Secrets {
+		versions[s.Path] = s.Version
+	}
+	if versions["secret/data/db"] != 2 || versions["kv/app"] != 0 {
+		t.Errorf("versions = %v, want secret/data/db=2 kv/app=0", versions)
+	}
+
+	// Reusing the session skips the login.
+	req := request(v, provider.SecretSpec{File: "password", Path: "secret/data/db", Key: "password"})
+	req.Session = res.Session
+	res2, err := p.Fetch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.LoggedIn || res2.VaultRequests != 1 {
+		t.Errorf("reuse: LoggedIn=%v VaultRequests=%d, want false and 1", res2.LoggedIn, res2.VaultRequests)
+	}
+
+	// Release revokes the token: a lookup with it fails afterwards.
+	if err := p.Release(ctx, res.Session); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := v.Root.Clone()
+	c.SetToken(res.Session.Token)
+	if _, err := c.Auth().Token().LookupSelf(); err == nil {
+		t.Error("token still valid after Release")
+	}
+	// Releasing twice is fine (the token is already gone).
+	if err := p.Release(ctx, res.Session); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+	// A revoked session is replaced by a fresh login transparently.
+	req.Session = res.Session
+	res3, err := p.Fetch(ctx, req)
+	if err != nil {
+		t.Fatalf("fetch with revoked session: %v", err)
+	}
+	if !res3.LoggedIn {
+		t.Error("expected a new login after the session was revoked")
+	}
+}
+
+func TestFetchErrors(t *testing.T) {
+	v, p := setup(t)
+	jwt := v.Token(pod, time.Hour)
+	other := vaulttest.Pod{Namespace: "other", Name: "x", UID: "u2", ServiceAccount: "payment"}
+	tests := []struct {
+		name string
+		req  *provider.Request
+		want error
+	}{
+		{"path outside the Vault policy", request(v, provider.SecretSpec{File: "f", Path: "secret/data/other", Key: "x"}), provider.ErrDenied},
+		{"missing path", request(v, provider.SecretSpec{File: "f", Path: "secret/data/missing", Key: "x"}), provider.ErrNotFound},
+		{"missing key", request(v, provider.SecretSpec{File: "f", Path: "secret/data/db", Key: "nope"}), provider.ErrNotFound},
+		{"deleted KV v2 version", request(v, provider.SecretSpec{File: "f", Path: "secret/data/deleted", Key: "x"}), provider.ErrNotFound},
+		{"unknown role", func() *provider.Request {
+			r := request(v, provider.SecretSpec{File: "f", Path: "secret/data/db"})
+			r.Role = "nope"
+			return r
+		}(), provider.ErrDenied},
+		{"token from another namespace", func() *provider.Request {
+			r := request(v, provider.SecretSpec{File: "f", Path: "secret/data/db"})
+			r.JWT = v.Token(other, time.Hour)
+			return r
+		}(), provider.ErrDenied},
+		{"token for another audience", func() *provider.Request {
+			r := request(v, provider.SecretSpec{File: "f", Path: "secret/data/db"})
+			r.JWT = v.TokenFor(pod, "not-vault", time.Hour)
+			return r
+		}(), provider.ErrDenied},
+		{"expired token", func() *provider.Request {
+			r := request(v, provider.SecretSpec{File: "f", Path: "secret/data/db"})
+			r.JWT = v.Token(pod, -time.Hour)
+			return r
+		}(), provider.ErrDenied},
+		{"no token", func() *provider.Request {
+			r := request(v, provider.SecretSpec{File: "f", Path: "secret/data/db"})
+			r.JWT = ""
+			return r
+		}(), provider.ErrDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := p.Fetch(context.Background(), tt.req)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			for _, s := range []string{jwt, tt.req.JWT, "s3cr3t", "forbidden-value", "gone"} {
+				if s != "" && strings.Contains(err.Error(), s) {
+					t.Errorf("error %q leaks %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+// A failed publish must not leave its Vault token (and leases) behind.
+func TestFetchFailureRevokesToken(t *testing.T) {
+	v, p := setup(t)
+	before := tokenCount(t, v)
+	for i := 0; i < 3; i++ {
+		_, err := p.Fetch(context.Background(), request(v,
+			provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"},
+			provider.SecretSpec{File: "b", Path: "secret/data/missing", Key: "x"}))
+		if !errors.Is(err, provider.ErrNotFound) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if after := tokenCount(t, v); after != before {
+		t.Errorf("tokens: %d before, %d after three failed fetches", before, after)
+	}
+}
+
+func tokenCount(t *testing.T, v *vaulttest.Server) int {
+	t.Helper()
+	s, err := v.Root.Logical().List("auth/token/accessors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := s.Data["keys"].([]any)
+	return len(keys)
+}
+
+func TestUnavailable(t *testing.T) {
+	// Nothing listens on a port we just closed.
+	addr, err := vaulttest.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := provider.New(provider.Config{Addr: "http://" + addr, AuthMethod: provider.AuthJWT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &provider.Request{Role: "r", JWT: "header.payload.sig", Secrets: []provider.SecretSpec{{File: "f", Path: "secret/data/x"}}}
+	if _, err := p.Fetch(context.Background(), req); !errors.Is(err, provider.ErrUnavailable) {
+		t.Errorf("closed port: err = %v, want ErrUnavailable", err)
+	} else if strings.Contains(err.Error(), req.JWT) {
+		t.Errorf("error leaks the JWT: %v", err)
+	}
+
+	// A server that accepts and never answers: the request's deadline wins.
+	// (A real Vault cannot be made to hang like this on demand.)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	p, _ = provider.New(provider.Config{Addr: "http://" + l.Addr().String(), AuthMethod: provider.AuthJWT})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := p.Fetch(ctx, req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("hanging server: err = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, c := range []provider.Config{
+		{Addr: "http://127.0.0.1:1", AuthMethod: "ldap"},
+		{AuthMethod: provider.AuthJWT},
+		{Addr: "http://127.0.0.1:1", CACertFile: "/nonexistent/ca.pem"},
+	} {
+		if _, err := provider.New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+	p, err := provider.New(provider.Config{Addr: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Config(); c.AuthMethod != provider.AuthKubernetes || c.AuthMount != "kubernetes" {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestSessionUsable(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name string
+		s    *provider.Session
+		want bool
+	}{
+		{"nil", nil, false},
+		{"no token", &provider.Session{}, false},
+		{"no expiry", &provider.Session{Token: "t"}, true},
+		{"fresh", &provider.Session{Token: "t", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}, true},
+		{"two thirds through", &provider.Session{Token: "t", IssuedAt: now.Add(-41 * time.Minute), ExpiresAt: now.Add(19 * time.Minute)}, false},
+		{"expired", &provider.Session{Token: "t", IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}, false},
+		{"short token inside the 10s floor", &provider.Session{Token: "t", IssuedAt: now, ExpiresAt: now.Add(9 * time.Second)}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Usable(now); got != tt.want {
+			t.Errorf("%s: Usable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// Whole-map JSON must be deterministic so unchanged data never rewrites files.
+func TestWholeMapJSONStable(t *testing.T) {
+	v, p := setup(t)
+	var first string
+	for i := 0; i < 5; i++ {
+		res, err := p.Fetch(context.Background(), request(v, provider.SecretSpec{File: "db.json", Path: "secret/data/db"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(res.Files[0].Data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = string(res.Files[0].Data)
+		} else if string(res.Files[0].Data) != first {
+			t.Fatalf("JSON differs between reads: %s vs %s", first, res.Files[0].Data)
+		}
+		_ = p.Release(context.Background(), res.Session)
+	}
+}
