@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
 )
@@ -28,6 +29,10 @@ import (
 type Fetcher interface {
 	Fetch(ctx context.Context, req *provider.Request) (*provider.Result, error)
 	Release(ctx context.Context, s *provider.Session) error
+	// RenewLease and RenewToken return the Vault requests they made and
+	// provider.ErrCapped when max TTL stops the renewal.
+	RenewLease(ctx context.Context, s *provider.Session, leaseID string, increment time.Duration) (time.Duration, int, error)
+	RenewToken(ctx context.Context, s *provider.Session) (*provider.Session, int, error)
 }
 
 // Observer hears about every volume operation (metrics, audit, events).
@@ -48,9 +53,13 @@ type Op struct {
 	Paths    []string
 	Secrets  []provider.SecretInfo
 	Latency  time.Duration
-	Requests int  // Vault requests made
-	LoggedIn bool // a new Vault login (false: token reused)
-	Changed  bool // files were rewritten
+	Requests int    // Vault requests made
+	LoggedIn bool   // a new Vault login (false: token reused)
+	Changed  bool   // files were rewritten
+	Rule     string // the access-policy rule that decided ("" when none)
+	Reason   string // why a refresh ran (period, lease, token, ...)
+	// MountedDelta and LeasesDelta move the mounted-volume and held-lease gauges.
+	MountedDelta, LeasesDelta int
 }
 
 // Config is the driver-wide configuration.
@@ -94,6 +103,8 @@ type Driver struct {
 	locks    keyedMutex
 	ready    chan struct{}
 	rand     func() float64
+	policy   func() *policy.Policy
+	pods     PodLabeler
 }
 
 // New checks the configuration.

@@ -126,6 +126,12 @@ func (s *syncBuffer) String() string {
 // auth; extra flags override. The state dir is on /dev/shm (tmpfs).
 func startDriver(t testing.TB, extra ...string) *driverProc {
 	t.Helper()
+	return startDriverFor(t, vaultSrv, extra...)
+}
+
+// startDriverFor runs the driver against a given Vault.
+func startDriverFor(t testing.TB, v *vaulttest.Server, extra ...string) *driverProc {
+	t.Helper()
 	dir := t.TempDir()
 	stateDir, err := os.MkdirTemp("/dev/shm", "vcd-state-")
 	if err != nil {
@@ -135,7 +141,7 @@ func startDriver(t testing.TB, extra ...string) *driverProc {
 	d := &driverProc{socket: filepath.Join(dir, "csi.sock"), stateDir: stateDir, logs: &syncBuffer{}, done: make(chan struct{})}
 	args := []string{
 		"--endpoint=unix://" + d.socket, "--node-id=node-1",
-		"--vault-addr=" + vaultSrv.Addr, "--auth-method=jwt", "--auth-mount=" + vaultSrv.JWTMount,
+		"--vault-addr=" + v.Addr, "--auth-method=jwt", "--auth-mount=" + v.JWTMount,
 		"--state-dir=" + stateDir, "--rotation-period=10s", "-v=10",
 	}
 	d.start(t, append(args, extra...))
@@ -144,6 +150,7 @@ func startDriver(t testing.TB, extra ...string) *driverProc {
 
 func (d *driverProc) start(t testing.TB, args []string) {
 	t.Helper()
+	_ = os.Remove(d.socket) // a killed driver leaves its socket behind
 	d.cmd = exec.Command(driverBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.done = make(chan struct{})
@@ -208,11 +215,16 @@ func newTarget(t testing.TB) string {
 }
 
 func (v volume) request() *csi.NodePublishVolumeRequest {
+	return requestFor(vaultSrv, v)
+}
+
+// requestFor builds the request with a token minted by a given Vault's key.
+func requestFor(srv *vaulttest.Server, v volume) *csi.NodePublishVolumeRequest {
 	role := v.role
 	if role == "" {
 		role = "payments"
 	}
-	tokens := vaulttest.TokensJSON("vault", vaultSrv.Token(v.pod, time.Hour), time.Now().Add(time.Hour))
+	tokens := vaulttest.TokensJSON("vault", srv.Token(v.pod, time.Hour), time.Now().Add(time.Hour))
 	vc := map[string]string{
 		attributes.KeyPodName: v.pod.Name, attributes.KeyPodNamespace: v.pod.Namespace,
 		attributes.KeyPodUID: v.pod.UID, attributes.KeyServiceAccount: v.pod.ServiceAccount,

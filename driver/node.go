@@ -181,6 +181,14 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		d.observer.Observe(op)
 		return nil, err
 	}
+	dec, err := d.authorize(ctx, a.vol)
+	op.Rule = dec.Rule
+	if err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			op.Kind = "deny"
+		}
+		return fail(err)
+	}
 	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
 	if err != nil {
 		return fail(err)
@@ -212,6 +220,7 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		return fail(fmt.Errorf("%w", err))
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
+	op.MountedDelta, op.LeasesDelta = 1, leases(res.Secrets)
 	d.observer.Observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
@@ -320,6 +329,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	op.Latency = time.Since(start)
 	if rec != nil {
+		op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
 		d.observer.Observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
@@ -347,4 +357,15 @@ func writeFiles(target string, files []atomicwriter.File, gid int) (bool, error)
 		return changed, status.Errorf(codes.Internal, "write files: %v", err)
 	}
 	return changed, nil
+}
+
+// leases counts the Vault leases among a volume's secrets.
+func leases(infos []provider.SecretInfo) int {
+	n := 0
+	for _, s := range infos {
+		if s.LeaseID != "" {
+			n++
+		}
+	}
+	return n
 }

@@ -2,13 +2,16 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"vaultcsi.dev/driver/driver/atomicwriter"
 	"vaultcsi.dev/driver/driver/state"
+	"vaultcsi.dev/driver/provider"
 )
 
 // Backoff bounds for failed refreshes.
@@ -17,44 +20,89 @@ const (
 	backoffMax  = 5 * time.Minute
 )
 
-// dueReason says why a mounted volume must be fetched again now, or "" when
-// it need not be. It is pure so that every rule is unit-tested.
-func dueReason(rec *state.Volume, hash string, now time.Time) string {
+// refreshPlan is what a republish must do. Static secrets (KV) are read
+// again when the rotation period has passed; leased secrets (dynamic
+// credentials, certificates) are renewed when two thirds through their TTL
+// and fetched anew only when they cannot be renewed: re-reading a dynamic
+// path mints a new credential, which is what peers get wrong.
+type refreshPlan struct {
+	reason     string          // "" when nothing is due
+	full       bool            // fetch every path
+	fetch      map[string]bool // paths to fetch anew (when not full)
+	renew      []int           // indexes into rec.Secrets of leases to renew
+	renewToken bool
+}
+
+// planRefresh decides a republish. It is pure so every rule is unit-tested.
+func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 	switch {
 	case rec == nil:
-		return "no-state"
+		return refreshPlan{reason: "no-state", full: true}
 	case rec.RequestHash != hash:
-		return "request-changed"
+		return refreshPlan{reason: "request-changed", full: true}
 	case rec.Failures > 0 && now.Before(rec.NextAttempt):
-		return ""
+		return refreshPlan{}
 	case rec.Failures > 0:
-		return "retry"
-	case !now.Before(rec.FetchedAt.Add(rec.RotationPeriod + rec.Jitter)):
-		return "period"
+		return refreshPlan{reason: "retry", full: true}
 	}
-	leased := false
-	for _, s := range rec.Secrets {
-		if s.LeaseDuration <= 0 {
-			continue
+	periodDue := !now.Before(rec.FetchedAt.Add(rec.RotationPeriod + rec.Jitter))
+	if len(rec.Secrets) == 0 {
+		if periodDue {
+			return refreshPlan{reason: "period", full: true}
 		}
-		leased = true
+		return refreshPlan{}
+	}
+	p := refreshPlan{fetch: map[string]bool{}}
+	leased := false
+	for i, s := range rec.Secrets {
 		start := s.FetchedAt
 		if start.IsZero() {
 			start = rec.FetchedAt
 		}
-		if !now.Before(start.Add(s.LeaseDuration * 2 / 3)) {
-			return "lease"
+		if s.LeaseDuration <= 0 {
+			if !now.Before(start.Add(rec.RotationPeriod + rec.Jitter)) {
+				p.fetch[s.Path] = true
+				p.reason = firstNonEmpty(p.reason, "period")
+			}
+			continue
+		}
+		leased = true
+		if now.Before(start.Add(s.LeaseDuration * 2 / 3)) {
+			continue
+		}
+		p.reason = firstNonEmpty(p.reason, "lease")
+		if s.Renewable && s.LeaseID != "" {
+			p.renew = append(p.renew, i)
+		} else {
+			p.fetch[s.Path] = true
 		}
 	}
 	// Leases die with the token that created them: a token two thirds
-	// through its life must be replaced while the leases are still good.
-	if leased && rec.Session != nil && !rec.Session.ExpiresAt.IsZero() && !rec.Session.IssuedAt.IsZero() {
-		life := rec.Session.ExpiresAt.Sub(rec.Session.IssuedAt)
-		if !now.Before(rec.Session.IssuedAt.Add(life * 2 / 3)) {
-			return "token"
+	// through its life is renewed, or replaced with every lease under it.
+	if sess := rec.Session; leased && sess != nil && !sess.ExpiresAt.IsZero() && !sess.IssuedAt.IsZero() {
+		life := sess.ExpiresAt.Sub(sess.IssuedAt)
+		if !now.Before(sess.IssuedAt.Add(life * 2 / 3)) {
+			p.reason = firstNonEmpty(p.reason, "token")
+			if sess.Renewable {
+				p.renewToken = true
+			} else {
+				p.full = true
+			}
 		}
 	}
-	return ""
+	return p
+}
+
+// dueReason says why a mounted volume needs Vault now, or "" when not.
+func dueReason(rec *state.Volume, hash string, now time.Time) string {
+	return planRefresh(rec, hash, now).reason
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // backoff is the wait after the n-th consecutive failure: exponential from
@@ -76,9 +124,12 @@ func backoff(n int, r float64) time.Duration {
 // (kubernetes#121271). Failures are reported and retried with backoff.
 func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volume, start time.Time) *csi.NodePublishVolumeResponse {
 	now := time.Now()
+	if err := atomicwriter.Prune(a.target); err != nil {
+		klog.ErrorS(err, "prune old payloads", "target", a.target)
+	}
 	op := Op{Kind: "refresh", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
-	reason := dueReason(rec, a.hash, now)
-	if reason == "" {
+	plan := planRefresh(rec, a.hash, now)
+	if plan.reason == "" {
 		op.Kind, op.Outcome, op.Latency = "republish", "skipped", time.Since(start)
 		d.observer.Observe(op)
 		return &csi.NodePublishVolumeResponse{}
@@ -87,23 +138,18 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 		rec = &state.Volume{Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role,
 			RotationPeriod: a.vol.RotationPeriod, Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10)}
 	}
-	req := a.vol.Request
-	req.Session = rec.Session
-	res, err := d.fetcher.Fetch(ctx, &req)
-	var changed bool
-	if err == nil {
-		op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
-		files, ferr := d.files(res.Files, a.gid)
-		if ferr == nil {
-			changed, ferr = writeFiles(a.target, files, a.gid)
-		}
-		if ferr != nil {
-			if res.Session != rec.Session {
-				_ = d.fetcher.Release(context.WithoutCancel(ctx), res.Session)
-			}
-			err = ferr
-		}
+	op.Reason = plan.reason
+	heldBefore := leases(rec.Secrets)
+	if rec.Target == "" {
+		heldBefore = 0
 	}
+	r := &refresh{d: d, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
+	dec, err := d.authorize(ctx, a.vol)
+	op.Rule = dec.Rule
+	if err == nil {
+		err = r.run(ctx)
+	}
+	op.Requests, op.LoggedIn, op.Secrets = r.requests, r.loggedIn, r.rec.Secrets
 	if err != nil {
 		err = toStatus(err)
 		rec.Failures++
@@ -113,31 +159,184 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 			klog.ErrorS(serr, "save volume state", "target", a.target)
 		}
 		klog.ErrorS(err, "refresh failed; keeping the files already mounted", "target", a.target,
-			"pod", podRef(a.vol.Request.Pod), "reason", reason, "failures", rec.Failures, "retryAfter", rec.NextAttempt.Sub(now).Round(time.Second))
+			"pod", podRef(a.vol.Request.Pod), "reason", plan.reason, "failures", rec.Failures,
+			"retryAfter", rec.NextAttempt.Sub(now).Round(time.Second))
 		op.Outcome, op.Code, op.Err, op.Latency = "kept-old", status.Code(err).String(), err, time.Since(start)
 		d.observer.Observe(op)
 		return &csi.NodePublishVolumeResponse{}
 	}
-	old := rec.Session
-	rec.VolumeID, rec.Pod, rec.Role, rec.RequestHash = a.volID, a.vol.Request.Pod, a.vol.Request.Role, a.hash
-	rec.FetchedAt, rec.Secrets, rec.Session = now, res.Secrets, res.Session
-	rec.RotationPeriod = a.vol.RotationPeriod
-	rec.Failures, rec.NextAttempt, rec.LastError = 0, time.Time{}, ""
-	if err := d.store.Put(rec); err != nil {
-		klog.ErrorS(err, "save volume state", "target", a.target)
-	}
-	if old != nil && res.Session != nil && old.Token != res.Session.Token {
-		// The new token's files are in place; the old token and the leases
-		// it made are no longer needed by anyone.
-		if err := d.fetcher.Release(context.WithoutCancel(ctx), old); err != nil {
-			klog.ErrorS(err, "revoke replaced Vault token", "target", a.target)
-		}
-	}
-	op.Outcome, op.Changed, op.Latency = "unchanged", changed, time.Since(start)
-	if changed {
+	op.Outcome, op.Changed, op.Latency = "unchanged", r.changed, time.Since(start)
+	op.LeasesDelta = leases(rec.Secrets) - heldBefore
+	if r.changed {
 		op.Outcome = "ok"
 	}
-	klog.V(2).InfoS("volume refreshed", "target", a.target, "pod", podRef(a.vol.Request.Pod), "reason", reason, "changed", changed)
+	klog.V(2).InfoS("volume refreshed", "target", a.target, "pod", podRef(a.vol.Request.Pod),
+		"reason", plan.reason, "changed", r.changed, "vaultRequests", r.requests)
 	d.observer.Observe(op)
 	return &csi.NodePublishVolumeResponse{}
+}
+
+// refresh carries one republish's work.
+type refresh struct {
+	d        *Driver
+	a        *publishArgs
+	rec      *state.Volume
+	plan     refreshPlan
+	now      time.Time
+	session  *provider.Session
+	requests int
+	loggedIn bool
+	changed  bool
+}
+
+func (r *refresh) run(ctx context.Context) error {
+	infos := append([]provider.SecretInfo(nil), r.rec.Secrets...)
+	if r.plan.renewToken {
+		ns, n, err := r.d.fetcher.RenewToken(ctx, r.session)
+		r.requests += n
+		switch {
+		case err == nil:
+			r.session = ns
+		case errors.Is(err, provider.ErrCapped), errors.Is(err, provider.ErrDenied):
+			// Log in again; every lease must then move under the new token.
+			r.session, r.plan.full = nil, true
+		default:
+			return err
+		}
+	}
+	if !r.plan.full {
+		for _, i := range r.plan.renew {
+			s := infos[i]
+			ttl, n, err := r.d.fetcher.RenewLease(ctx, r.session, s.LeaseID, s.IssuedTTL)
+			r.requests += n
+			switch {
+			case err == nil:
+				infos[i].FetchedAt, infos[i].LeaseDuration = r.now, ttl
+			case errors.Is(err, provider.ErrCapped), errors.Is(err, provider.ErrDenied), errors.Is(err, provider.ErrNotFound):
+				r.plan.fetch[s.Path] = true // near max TTL or gone: a fresh credential
+			default:
+				return err
+			}
+		}
+	}
+	if r.plan.full || len(r.plan.fetch) > 0 {
+		var err error
+		if infos, err = r.fetch(ctx, infos); err != nil {
+			return err
+		}
+	}
+	old := r.rec.Session
+	r.rec.VolumeID, r.rec.Pod, r.rec.Role, r.rec.RequestHash = r.a.volID, r.a.vol.Request.Pod, r.a.vol.Request.Role, r.a.hash
+	r.rec.Secrets, r.rec.Session, r.rec.RotationPeriod = infos, r.session, r.a.vol.RotationPeriod
+	if r.plan.full || len(r.plan.fetch) > 0 {
+		r.rec.FetchedAt = r.now
+	}
+	r.rec.Failures, r.rec.NextAttempt, r.rec.LastError = 0, time.Time{}, ""
+	if err := r.d.store.Put(r.rec); err != nil {
+		klog.ErrorS(err, "save volume state", "target", r.a.target)
+	}
+	if old != nil && r.session != nil && old.Token != r.session.Token {
+		// The new token's files are in place; the old token and the leases
+		// it made are no longer needed by anyone.
+		if err := r.d.fetcher.Release(context.WithoutCancel(ctx), old); err != nil {
+			klog.ErrorS(err, "revoke replaced Vault token", "target", r.a.target)
+		}
+		r.requests++
+	}
+	return nil
+}
+
+// fetch reads the planned paths, keeps the other files as they are, and
+// writes the merged set (only if it changed).
+func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]provider.SecretInfo, error) {
+	current := map[string]atomicwriter.File{}
+	if !r.plan.full {
+		files, err := atomicwriter.Read(r.a.target)
+		if err != nil {
+			r.plan.full = true
+		}
+		for _, f := range files {
+			current[f.Name] = f
+		}
+	}
+	specs := r.a.vol.Request.Secrets
+	pick := func() []provider.SecretSpec {
+		if r.plan.full {
+			return specs
+		}
+		var out []provider.SecretSpec
+		for _, s := range specs {
+			_, have := current[s.File]
+			if r.plan.fetch[s.Path] || !have {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	req := r.a.vol.Request
+	req.Session = r.session
+	req.Secrets = pick()
+	res, err := r.d.fetcher.Fetch(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	r.requests += res.VaultRequests
+	if res.LoggedIn && !r.plan.full {
+		// A new token: leases made by the old one die when it is revoked,
+		// so every path moves under the new token now.
+		r.loggedIn = true
+		r.plan.full = true
+		r.session = res.Session
+		req.Session, req.Secrets = res.Session, specs
+		if res, err = r.d.fetcher.Fetch(ctx, &req); err != nil {
+			_ = r.d.fetcher.Release(context.WithoutCancel(ctx), r.session)
+			return nil, err
+		}
+		r.requests += res.VaultRequests
+	}
+	if res.LoggedIn {
+		r.loggedIn = true
+	}
+	r.session = res.Session
+
+	fetched := map[string]provider.File{}
+	for _, f := range res.Files {
+		fetched[f.Name] = f
+	}
+	merged := make([]provider.File, 0, len(specs))
+	for _, s := range specs {
+		if f, ok := fetched[s.File]; ok {
+			merged = append(merged, f)
+		} else {
+			c := current[s.File]
+			merged = append(merged, provider.File{Name: c.Name, Data: c.Data, Mode: s.Mode})
+		}
+	}
+	files, err := r.d.files(merged, r.a.gid)
+	if err == nil {
+		r.changed, err = writeFiles(r.a.target, files, r.a.gid)
+	}
+	if err != nil {
+		if r.session != nil && r.rec.Session != nil && r.session.Token != r.rec.Session.Token {
+			_ = r.d.fetcher.Release(context.WithoutCancel(ctx), r.session)
+		}
+		return nil, err
+	}
+	// New infos: fetched paths replace their old entries.
+	byPath := map[string]provider.SecretInfo{}
+	if !r.plan.full {
+		for _, s := range infos {
+			byPath[s.Path] = s
+		}
+	}
+	for _, s := range res.Secrets {
+		byPath[s.Path] = s
+	}
+	out := make([]provider.SecretInfo, 0, len(byPath))
+	for _, p := range paths(r.a.vol) {
+		if s, ok := byPath[p]; ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }

@@ -356,11 +356,13 @@ func (k *call) read(ctx context.Context, path string, args map[string]string) (*
 	info.LeaseID = secret.LeaseID
 	info.Renewable = secret.Renewable
 	info.LeaseDuration = time.Duration(secret.LeaseDuration) * time.Second
+	info.IssuedTTL = info.LeaseDuration
 	if secret.LeaseID == "" {
 		// PKI certificates carry no lease by default; their expiry is the clock.
 		if exp, ok := secret.Data["expiration"]; ok {
 			if n, err := toInt64(exp); err == nil && n > 0 {
 				info.LeaseDuration = time.Until(time.Unix(n, 0)).Round(time.Second)
+				info.IssuedTTL = info.LeaseDuration
 			}
 		}
 	}

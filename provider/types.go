@@ -67,6 +67,9 @@ type SecretInfo struct {
 	LeaseID       string
 	LeaseDuration time.Duration
 	Renewable     bool
+	// IssuedTTL is the lease's TTL when first issued: a renewal that gives
+	// less is capped by max TTL.
+	IssuedTTL time.Duration
 	// FetchedAt is when the object was read; leases are measured from it.
 	FetchedAt time.Time
 }

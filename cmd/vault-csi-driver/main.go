@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -21,7 +22,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"vaultcsi.dev/driver/driver"
+	"vaultcsi.dev/driver/driver/audit"
+	"vaultcsi.dev/driver/driver/kube"
+	"vaultcsi.dev/driver/driver/metrics"
+	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/registration"
+	"vaultcsi.dev/driver/driver/report"
 	"vaultcsi.dev/driver/provider"
 )
 
@@ -29,14 +35,16 @@ import (
 var version = "dev"
 
 type options struct {
-	endpoint, nodeID, driverName                 string
-	vaultAddr, vaultCACert, vaultNamespace       string
-	authMethod, authMount, audience              string
-	kubeletDir, registrationEndpoint, healthAddr string
-	stateDir                                     string
-	stateOnDisk                                  bool
-	rotationPeriod, shutdownGrace                time.Duration
-	maxVolumeBytes                               int64
+	endpoint, nodeID, driverName                  string
+	vaultAddr, vaultCACert, vaultNamespace        string
+	authMethod, authMount, audience               string
+	kubeletDir, registrationEndpoint, healthAddr  string
+	stateDir                                      string
+	stateOnDisk                                   bool
+	metricsAddr, policyFile, auditLog, kubeconfig string
+	events                                        bool
+	rotationPeriod, shutdownGrace                 time.Duration
+	maxVolumeBytes                                int64
 }
 
 func main() {
@@ -59,6 +67,11 @@ func main() {
 	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s)")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address for Prometheus /metrics, e.g. :9809 (empty: off)")
+	flag.StringVar(&o.policyFile, "policy-file", "", "access policy (YAML); reloaded on change; empty: Vault policy alone decides")
+	flag.StringVar(&o.auditLog, "audit-log", "-", "where audit lines go: - for stdout, a file path, or empty for off")
+	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Events and pod labels (default: in-cluster when running in a pod)")
+	flag.BoolVar(&o.events, "events", true, "record Kubernetes Events on pods (needs API access)")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -79,9 +92,36 @@ func run(o options) error {
 	if err := provider.CACertExists(o.vaultCACert); err != nil {
 		return fmt.Errorf("--vault-ca-cert: %w", err)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	m := metrics.New()
+	rep := &report.Reporter{Metrics: m}
+	if o.auditLog != "" {
+		w, closeAudit, err := openAudit(o.auditLog)
+		if err != nil {
+			return err
+		}
+		defer closeAudit()
+		rep.Audit = audit.New(w, o.nodeID)
+	}
+	var kc *kube.Client
+	if o.kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		var err error
+		if kc, err = kube.NewClient(o.kubeconfig); err != nil {
+			return err
+		}
+		if o.events {
+			rec := kube.NewRecorder(kc, o.nodeID)
+			defer rec.Stop()
+			rep.Events = rec
+		}
+	}
+
 	prov, err := provider.New(provider.Config{
 		Addr: o.vaultAddr, CACertFile: o.vaultCACert, Namespace: o.vaultNamespace,
 		AuthMethod: o.authMethod, AuthMount: o.authMount,
+		OnRequest: func(op string, code int) { m.VaultRequest(op, metrics.StatusClass(code)) },
 	})
 	if err != nil {
 		return err
@@ -90,14 +130,46 @@ func run(o options) error {
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
 		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
 		MaxVolumeBytes: o.maxVolumeBytes,
-	}, prov, nil)
+	}, prov, rep)
 	if err != nil {
 		return err
 	}
+	// Gauges start from what a previous process left mounted.
+	if vols, err := d.Store().List(); err == nil {
+		leases := 0
+		for _, v := range vols {
+			for _, s := range v.Secrets {
+				if s.LeaseID != "" {
+					leases++
+				}
+			}
+		}
+		m.SetMounted(len(vols))
+		m.AddLeases(leases)
+	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
+	if o.policyFile != "" {
+		w, err := policy.NewWatcher(o.policyFile, policy.DefaultInterval, func(err error) {
+			m.PolicyReload(err == nil)
+			if err != nil {
+				klog.ErrorS(err, "access policy reload failed; keeping the last good policy", "file", o.policyFile)
+			} else {
+				klog.InfoS("access policy reloaded", "file", o.policyFile)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("--policy-file: %w", err)
+		}
+		go w.Run(ctx)
+		var pods driver.PodLabeler
+		if kc != nil {
+			pods = kc
+		}
+		d.SetAccessPolicy(w.Current, pods)
+		klog.InfoS("access policy loaded", "file", o.policyFile, "rules", w.Current().Len())
+	}
+
 	go func() { errc <- d.Serve(ctx, o.endpoint, o.shutdownGrace) }()
 	if o.kubeletDir != "" {
 		ep := o.registrationEndpoint
@@ -110,8 +182,12 @@ func run(o options) error {
 	if o.healthAddr != "" {
 		go func() { errc <- serveHealth(ctx, o.healthAddr, o.endpoint) }()
 	}
+	if o.metricsAddr != "" {
+		go func() { errc <- metrics.Serve(ctx, o.metricsAddr, m, nil) }()
+	}
 	klog.InfoS("vault-csi-driver started", "version", version, "node", o.nodeID, "vault", o.vaultAddr,
-		"authMethod", prov.Config().AuthMethod, "authMount", prov.Config().AuthMount)
+		"authMethod", prov.Config().AuthMethod, "authMount", prov.Config().AuthMount,
+		"policy", o.policyFile != "", "events", rep.Events != nil)
 	select {
 	case err := <-errc:
 		stop()
@@ -120,6 +196,18 @@ func run(o options) error {
 		// Serve drains in-flight calls before returning.
 		return <-errc
 	}
+}
+
+// openAudit opens the audit destination: stdout or an append-only file.
+func openAudit(dest string) (io.Writer, func(), error) {
+	if dest == "-" {
+		return os.Stdout, func() {}, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
 }
 
 // checkStateDir refuses a state dir on disk: it holds Vault tokens.

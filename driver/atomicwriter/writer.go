@@ -81,15 +81,25 @@ func Write(dir string, files []File, opts Options) (changed bool, err error) {
 		return false, fmt.Errorf("swap %s link: %w", dataDirName, err)
 	}
 	// After the swap, failures only leave garbage behind, never a mix.
+	// The old payload stays until Prune (or the next changing Write): a
+	// reader that resolved ..data just before the swap is still opening
+	// files in it.
 	if err := unlinkStale(dir, files); err != nil {
 		return true, err
 	}
-	if oldPayload != "" {
-		if err := os.RemoveAll(filepath.Join(dir, oldPayload)); err != nil {
-			return true, fmt.Errorf("remove old payload: %w", err)
-		}
-	}
 	return true, nil
+}
+
+// Prune removes payloads that ..data no longer points at. The driver calls
+// it on kubelet's next re-publish, long after any reader of the previous
+// payload has opened its files, so an old secret does not linger.
+func Prune(dir string) error {
+	current, err := currentPayload(dir)
+	if err != nil {
+		return err
+	}
+	removeOrphans(dir, current)
+	return nil
 }
 
 // Read returns the files of the current payload (nil when there is none).

@@ -273,7 +273,7 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		}
 		if e.Args != nil {
 			if !IsIssuingPath(e.Path) {
-				return nil, fieldErr(field+".args", "only allowed with an issuing endpoint (pki/issue/<role>); %q is read", e.Path)
+				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (pki/issue/<role>, pki_<x>/issue/<role>); %q is read", e.Path)
 			}
 			s.Args = e.Args
 		}
@@ -298,8 +298,8 @@ func CheckFileName(name string) error {
 		return fmt.Errorf("%q is not in clean form (no ./, //, trailing /)", printable(name))
 	}
 	for i, c := range strings.Split(name, "/") {
-		if c == ".." {
-			return fmt.Errorf("%q contains ..", printable(name))
+		if c == ".." || c == "." {
+			return fmt.Errorf("%q contains a . or .. component", printable(name))
 		}
 		if len(c) > MaxComponentLen {
 			return fmt.Errorf("a component is longer than %d bytes", MaxComponentLen)
@@ -349,10 +349,17 @@ func checkReadablePath(p string) error {
 }
 
 // IsIssuingPath reports whether a path is an endpoint that issues a
-// credential on write (and so takes args): pki/issue/<role> on any PKI mount.
+// credential on write (and so takes args): <mount>/issue/<role> where the
+// mount's last segment is pki, pki_<x> or pki-<x>. Anything else is only ever read,
+// so args can never turn into a write to, say, a KV path named issue.
 func IsIssuingPath(p string) bool {
 	parts := strings.Split(p, "/")
-	return len(parts) >= 3 && parts[len(parts)-2] == "issue"
+	n := len(parts)
+	if n < 3 || parts[n-2] != "issue" || parts[n-1] == "" {
+		return false
+	}
+	m := parts[n-3] // the mount's last segment: team/pki is a PKI mount too
+	return m == "pki" || strings.HasPrefix(m, "pki_") || strings.HasPrefix(m, "pki-")
 }
 
 // checkName accepts the short identifiers kubelet and pods pass: no

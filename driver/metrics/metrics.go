@@ -175,6 +175,14 @@ func (m *Metrics) SetMounted(n int) {
 	m.mounted.Set(float64(n))
 }
 
+// AddMounted moves the mounted-volume gauge by delta.
+func (m *Metrics) AddMounted(delta int) {
+	if m == nil {
+		return
+	}
+	m.mounted.Add(float64(delta))
+}
+
 // AddLeases adds delta (negative on revoke) to the leases held.
 func (m *Metrics) AddLeases(delta int) {
 	if m == nil {

@@ -41,6 +41,7 @@ func Mount(target string, o Options) error {
 // IsMounted reports whether target is the root of a tmpfs mount. It uses two
 // stat calls rather than reading the mount table, which grows with volumes.
 func IsMounted(target string) (bool, error) {
+	target = filepath.Clean(target) // "dir/" must not compare dir with itself
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(target, &fs); err != nil {
 		if errors.Is(err, syscall.ENOENT) {

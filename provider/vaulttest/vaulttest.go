@@ -24,8 +24,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,10 +125,24 @@ func Run() (*Server, error) {
 	s.cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+os.TempDir())
 	s.cmd.Stdout = &lockedWriter{w: s.logs, mu: &s.mu}
 	s.cmd.Stderr = s.cmd.Stdout
-	if err := s.cmd.Start(); err != nil {
+	// SIGKILL Vault if the test binary dies: Pdeathsig follows the thread
+	// that started it, so that goroutine stays locked to its thread.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with Vault
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			close(s.done)
+			return
+		}
+		started <- nil
+		_ = s.cmd.Wait()
+		close(s.done)
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
 	}
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
 
 	cfg := vault.DefaultConfig()
 	cfg.Address = s.Addr

@@ -1,0 +1,189 @@
+// Package report makes every volume operation visible: a Prometheus
+// metric, one JSON audit line, and a Kubernetes Event on the pod. It
+// turns a driver.Op into each of those and never sees a secret value.
+package report
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vaultcsi.dev/driver/driver"
+	"vaultcsi.dev/driver/driver/audit"
+	"vaultcsi.dev/driver/driver/metrics"
+	"vaultcsi.dev/driver/provider"
+)
+
+// EventSink records Events on pods (kube.Recorder in production).
+type EventSink interface {
+	Event(namespace, name, uid, eventType, reason, message string)
+}
+
+// Reporter fans operations out. Any of its parts may be nil.
+type Reporter struct {
+	Metrics *metrics.Metrics
+	Audit   *audit.Logger
+	Events  EventSink
+}
+
+// Event reasons on pods.
+const (
+	ReasonMounted       = "VaultSecretsMounted"
+	ReasonRotated       = "VaultSecretsRotated"
+	ReasonRefreshFailed = "VaultSecretsRefreshFailed"
+	ReasonDenied        = "VaultSecretsDenied"
+	ReasonMountFailed   = "VaultSecretsMountFailed"
+)
+
+// Observe implements driver.Observer.
+func (r *Reporter) Observe(op driver.Op) {
+	r.metrics(op)
+	r.audit(op)
+	r.event(op)
+}
+
+func (r *Reporter) metrics(op driver.Op) {
+	m := r.Metrics
+	if m == nil {
+		return
+	}
+	kind := op.Kind
+	switch kind {
+	case "deny":
+		kind = metrics.OpPublish
+		m.PolicyDenied(op.Rule)
+	case "republish":
+		kind = metrics.OpRefresh
+	}
+	outcome := op.Outcome
+	if op.Code != "" && op.Outcome == "failed" {
+		outcome = op.Code
+	}
+	m.ObservePublish(kind, outcome, op.Latency)
+	if op.Requests > 0 {
+		if op.LoggedIn {
+			m.LoggedIn()
+		} else if op.Kind == "refresh" || op.Kind == "publish" {
+			m.TokenReused()
+		}
+	}
+	if op.Kind == "refresh" && op.Outcome == "kept-old" {
+		m.RefreshFailed(op.Code)
+	}
+	if op.MountedDelta != 0 {
+		m.AddMounted(op.MountedDelta)
+	}
+	if op.LeasesDelta != 0 {
+		m.AddLeases(op.LeasesDelta)
+	}
+}
+
+func (r *Reporter) audit(op driver.Op) {
+	if r.Audit == nil || op.Kind == "republish" {
+		return // a skipped re-publish touches no secret: not an access
+	}
+	e := audit.Event{
+		Action:    auditAction(op),
+		Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID,
+		ServiceAccount: op.Pod.ServiceAccount, Role: op.Role,
+		Paths: op.Paths, Rule: op.Rule, Latency: op.Latency, VaultRequests: op.Requests,
+		Decision: audit.DecisionAllow,
+	}
+	if len(e.Paths) == 0 {
+		e.Paths = secretPaths(op.Secrets)
+	}
+	if op.Kind == "deny" {
+		e.Decision = audit.DecisionDeny
+	}
+	if op.Err != nil {
+		e.Error = status.Convert(op.Err).Message()
+	}
+	for _, s := range op.Secrets {
+		if s.Version > 0 {
+			if e.Versions == nil {
+				e.Versions = map[string]int64{}
+			}
+			e.Versions[s.Path] = s.Version
+		}
+		if s.LeaseID != "" {
+			e.LeaseIDs = append(e.LeaseIDs, s.LeaseID)
+		}
+	}
+	r.Audit.Log(e)
+}
+
+func auditAction(op driver.Op) string {
+	switch {
+	case op.Kind == "deny":
+		return audit.ActionDeny
+	case op.Kind == "unpublish":
+		return audit.ActionRevoke
+	case op.Outcome == "failed" || op.Outcome == "kept-old":
+		return audit.ActionFail
+	case op.Kind == "refresh":
+		return audit.ActionRefresh
+	}
+	return audit.ActionPublish
+}
+
+func (r *Reporter) event(op driver.Op) {
+	if r.Events == nil || op.Pod.PodName == "" {
+		return
+	}
+	p := op.Pod
+	switch {
+	case op.Kind == "deny":
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonDenied, message(op.Err))
+	case op.Kind == "publish" && op.Outcome == "failed":
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonMountFailed, message(op.Err))
+	case op.Kind == "publish":
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Normal", ReasonMounted,
+			fmt.Sprintf("mounted %s with role %q", describe(op.Secrets), op.Role))
+	case op.Kind == "refresh" && op.Outcome == "kept-old":
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonRefreshFailed,
+			"refresh failed, keeping the files already mounted: "+message(op.Err))
+	case op.Kind == "refresh" && op.Changed:
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Normal", ReasonRotated,
+			fmt.Sprintf("rotated (%s): now %s", op.Reason, describe(op.Secrets)))
+	}
+}
+
+// message is a status error's text (driver errors never hold values).
+func message(err error) string {
+	if err == nil {
+		return ""
+	}
+	st := status.Convert(err)
+	if st.Code() == codes.Unknown {
+		return err.Error()
+	}
+	return st.Code().String() + ": " + st.Message()
+}
+
+// describe lists paths with KV versions and lease TTLs: never values.
+func describe(infos []provider.SecretInfo) string {
+	parts := make([]string, 0, len(infos))
+	for _, s := range infos {
+		switch {
+		case s.Version > 0:
+			parts = append(parts, fmt.Sprintf("%s (v%d)", s.Path, s.Version))
+		case s.LeaseDuration > 0:
+			parts = append(parts, fmt.Sprintf("%s (ttl %s)", s.Path, s.LeaseDuration))
+		default:
+			parts = append(parts, s.Path)
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+func secretPaths(infos []provider.SecretInfo) []string {
+	out := make([]string, 0, len(infos))
+	for _, s := range infos {
+		out = append(out, s.Path)
+	}
+	return out
+}
