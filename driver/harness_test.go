@@ -158,7 +158,16 @@ func (d *driverProc) start(t testing.TB, args []string) {
 		t.Fatal(err)
 	}
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.done)
-	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+			if t.Failed() || !d.cmd.ProcessState.Success() && d.cmd.ProcessState.ExitCode() != -1 {
+				t.Logf("driver exited early (%v); its log:\n%s", d.cmd.ProcessState, tail(d.logs.String(), 4000))
+			}
+		default:
+		}
+		d.stop(syscall.SIGKILL)
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(d.socket); err == nil {
@@ -180,6 +189,12 @@ func (d *driverProc) start(t testing.TB, args []string) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	d.conn, d.node, d.ident = conn, csi.NewNodeClient(conn), csi.NewIdentityClient(conn)
+	// The socket file can exist before the server answers: wait for a Probe.
+	pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := d.ident.Probe(pctx, &csi.ProbeRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("driver does not answer Probe: %v\n%s", err, tail(d.logs.String(), 4000))
+	}
 }
 
 func (d *driverProc) stop(sig syscall.Signal) {
@@ -282,4 +297,11 @@ func mountOptions(t testing.TB, target string) (fstype, opts string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
 }
