@@ -1,0 +1,13 @@
+// Wrapper module for the image tool (hack/image) and the pause binary (hack/image/pause):
+// builds docker-archive image tarballs without Docker.
+module vaultcsi.dev/hack/image
+
+go 1.25.0
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+)
