@@ -153,6 +153,11 @@ type nopObserver struct{}
 
 func (nopObserver) Observe(Op) {}
 
+// Ready is closed once the CSI socket is listening. Plugin registration
+// must wait for it: the socket file exists between bind(2) and listen(2),
+// and a connection in that window is refused.
+func (d *Driver) Ready() <-chan struct{} { return d.ready }
+
 // Store exposes the state store (for metrics at start-up and tests).
 func (d *Driver) Store() *state.Store { return d.store }
 

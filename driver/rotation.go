@@ -124,8 +124,15 @@ func backoff(n int, r float64) time.Duration {
 // (kubernetes#121271). Failures are reported and retried with backoff.
 func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volume, start time.Time) *csi.NodePublishVolumeResponse {
 	now := time.Now()
-	if err := atomicwriter.Prune(a.target); err != nil {
-		klog.ErrorS(err, "prune old payloads", "target", a.target)
+	if rec == nil || rec.PrunePending {
+		if err := atomicwriter.Prune(a.target); err != nil {
+			klog.ErrorS(err, "prune old payloads", "target", a.target)
+		} else if rec != nil {
+			rec.PrunePending = false
+			if err := d.store.Put(rec); err != nil {
+				klog.ErrorS(err, "save volume state", "target", a.target)
+			}
+		}
 	}
 	op := Op{Kind: "refresh", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
 	plan := planRefresh(rec, a.hash, now)
@@ -232,6 +239,9 @@ func (r *refresh) run(ctx context.Context) error {
 		r.rec.FetchedAt = r.now
 	}
 	r.rec.Failures, r.rec.NextAttempt, r.rec.LastError = 0, time.Time{}, ""
+	if r.changed {
+		r.rec.PrunePending = true
+	}
 	if err := r.d.store.Put(r.rec); err != nil {
 		klog.ErrorS(err, "save volume state", "target", r.a.target)
 	}

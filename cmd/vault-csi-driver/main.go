@@ -177,7 +177,15 @@ func run(o options) error {
 			ep = strings.TrimPrefix(o.endpoint, "unix://")
 		}
 		reg := &registration.Server{Name: o.driverName, Endpoint: ep}
-		go func() { errc <- reg.Serve(ctx, registration.SocketPath(o.kubeletDir, o.driverName)) }()
+		go func() {
+			select {
+			case <-d.Ready():
+			case <-ctx.Done():
+				errc <- nil
+				return
+			}
+			errc <- reg.Serve(ctx, registration.SocketPath(o.kubeletDir, o.driverName))
+		}()
 	}
 	if o.healthAddr != "" {
 		go func() { errc <- serveHealth(ctx, o.healthAddr, o.endpoint) }()

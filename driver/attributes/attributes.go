@@ -11,6 +11,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -134,7 +135,7 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 		v.RotationPeriod = d
 	}
 
-	specs, err := parseSecrets(volumeContext[AttrSecrets])
+	specs, err := cachedSecrets(volumeContext[AttrSecrets])
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +210,39 @@ func (m *fileMode) UnmarshalJSON(b []byte) error {
 	}
 	*m = fileMode(n)
 	return nil
+}
+
+// specCache remembers parsed secrets attributes: kubelet re-sends the same
+// string on every re-publish, and YAML parsing was the largest cost of a
+// re-publish. Parsing is pure, so a hit is the same result. Bounded: the
+// map is dropped when full (entries are one per distinct volume spec).
+var specCache struct {
+	sync.Mutex
+	m map[string][]provider.SecretSpec
+}
+
+const specCacheMax = 4096
+
+// cachedSecrets parses raw or returns the earlier result. Callers must not
+// modify the returned slice or its Args maps.
+func cachedSecrets(raw string) ([]provider.SecretSpec, error) {
+	specCache.Lock()
+	specs, ok := specCache.m[raw]
+	specCache.Unlock()
+	if ok {
+		return specs, nil
+	}
+	specs, err := parseSecrets(raw)
+	if err != nil {
+		return nil, err
+	}
+	specCache.Lock()
+	if specCache.m == nil || len(specCache.m) >= specCacheMax {
+		specCache.m = make(map[string][]provider.SecretSpec)
+	}
+	specCache.m[raw] = specs
+	specCache.Unlock()
+	return specs, nil
 }
 
 func parseSecrets(raw string) ([]provider.SecretSpec, error) {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"vaultcsi.dev/driver/provider"
@@ -46,10 +47,28 @@ type Volume struct {
 	Failures    int       `json:"failures,omitempty"`
 	NextAttempt time.Time `json:"nextAttempt,omitempty"`
 	LastError   string    `json:"lastError,omitempty"`
+	// PrunePending is set when a swap left the previous payload behind for
+	// readers still in it; the next re-publish removes it.
+	PrunePending bool `json:"prunePending,omitempty"`
 }
 
-// Store keeps records in a directory.
-type Store struct{ dir string }
+// Store keeps records in a directory, with a write-through cache in memory:
+// kubelet's periodic re-publish reads a record far more often than it
+// changes, and decoding the file was a top cost of a re-publish.
+type Store struct {
+	dir   string
+	mu    sync.Mutex
+	cache map[string]cached // by file name; values are never handed out
+}
+
+// cached is a decoded record and the file identity it was decoded from: a
+// record changed behind the driver's back (by an operator or a test) is
+// read again.
+type cached struct {
+	v     *Volume
+	mtime time.Time
+	size  int64
+}
 
 // Open creates the directory (0700) if needed.
 func Open(dir string) (*Store, error) {
@@ -59,7 +78,18 @@ func Open(dir string) (*Store, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, cache: make(map[string]cached)}, nil
+}
+
+// clone copies a record so callers can change theirs freely.
+func clone(v *Volume) *Volume {
+	c := *v
+	c.Secrets = append([]provider.SecretInfo(nil), v.Secrets...)
+	if v.Session != nil {
+		s := *v.Session
+		c.Session = &s
+	}
+	return &c
 }
 
 // Dir is the store's directory.
@@ -72,7 +102,21 @@ func (s *Store) file(target string) string {
 
 // Get returns the record of a target, or nil when there is none.
 func (s *Store) Get(target string) (*Volume, error) {
-	b, err := os.ReadFile(s.file(target))
+	name := s.file(target)
+	info, err := os.Stat(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", target, err)
+	}
+	s.mu.Lock()
+	c, ok := s.cache[name]
+	s.mu.Unlock()
+	if ok && c.mtime.Equal(info.ModTime()) && c.size == info.Size() {
+		return clone(c.v), nil
+	}
+	b, err := os.ReadFile(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -86,6 +130,7 @@ func (s *Store) Get(target string) (*Volume, error) {
 	if filepath.Clean(v.Target) != filepath.Clean(target) {
 		return nil, fmt.Errorf("state of %s names another target", target)
 	}
+	s.remember(name, &v)
 	return &v, nil
 }
 
@@ -103,19 +148,39 @@ func (s *Store) Put(v *Volume) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	name := s.file(v.Target)
 	if err == nil {
-		err = os.Rename(f.Name(), s.file(v.Target))
+		err = os.Rename(f.Name(), name)
 	}
 	if err != nil {
+		s.mu.Lock()
+		delete(s.cache, name) // the file is the truth; reread it next time
+		s.mu.Unlock()
 		_ = os.Remove(f.Name())
 		return fmt.Errorf("save state of %s: %w", v.Target, err)
 	}
+	s.remember(name, v)
 	return nil
+}
+
+func (s *Store) remember(name string, v *Volume) {
+	info, err := os.Stat(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		delete(s.cache, name)
+		return
+	}
+	s.cache[name] = cached{v: clone(v), mtime: info.ModTime(), size: info.Size()}
 }
 
 // Delete removes a target's record; a missing one is fine.
 func (s *Store) Delete(target string) error {
-	err := os.Remove(s.file(target))
+	name := s.file(target)
+	s.mu.Lock()
+	delete(s.cache, name)
+	s.mu.Unlock()
+	err := os.Remove(name)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete state of %s: %w", target, err)
 	}
