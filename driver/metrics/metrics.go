@@ -58,6 +58,7 @@ type Metrics struct {
 	tokens         *prometheus.CounterVec
 	refreshFailure *prometheus.CounterVec
 	policyReloads  *prometheus.CounterVec
+	perOperation   *prometheus.HistogramVec
 }
 
 // New creates the metrics and registers them, with the Go and process
@@ -106,12 +107,18 @@ func New() *Metrics {
 			Name:      "policy_reloads_total",
 			Help:      "Access policy reloads by result (success, failure).",
 		}, []string{"result"}),
+		perOperation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "vault_requests_per_operation",
+			Help:      "Vault requests one CSI operation made, by operation (publish, refresh, unpublish): the Vault load each pod causes.",
+			Buckets:   []float64{0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256},
+		}, []string{"operation"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.vaultRequests, m.mounted, m.leases,
-		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads,
+		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.perOperation,
 	)
 	// Series a dashboard divides by or alerts on exist from the start at 0,
 	// so that rate() and absent() behave before the first event.
@@ -173,6 +180,14 @@ func (m *Metrics) SetMounted(n int) {
 		return
 	}
 	m.mounted.Set(float64(n))
+}
+
+// ObserveRequests records how many Vault requests one operation made.
+func (m *Metrics) ObserveRequests(op string, n int) {
+	if m == nil {
+		return
+	}
+	m.perOperation.WithLabelValues(op).Observe(float64(n))
 }
 
 // AddMounted moves the mounted-volume gauge by delta.

@@ -63,6 +63,7 @@ func (r *Reporter) metrics(op driver.Op) {
 		outcome = op.Code
 	}
 	m.ObservePublish(kind, outcome, op.Latency)
+	m.ObserveRequests(kind, op.Requests)
 	if op.Requests > 0 {
 		if op.LoggedIn {
 			m.LoggedIn()
