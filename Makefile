@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 VAULT := .cache/tools/vault
 
-.PHONY: all build vault demo test unit lint bench fuzz clean
+.PHONY: all build vault deps demo test unit lint bench fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
 
 all: build
 
@@ -32,8 +32,22 @@ lint:
 
 # Unit and integration tests: real Vault on 127.0.0.1, real tmpfs mounts
 # (needs root), the driver binary over its unix socket, csi-sanity.
-unit: vault
+unit: vault deps
 	$(GO) test -count=1 ./...
+
+# Debian packages the tests use (PostgreSQL for the database secrets engine).
+deps:
+	@bash hack/install-deps.sh
+
+# A real local Kubernetes v1.35.4 node (no Docker): see hack/cluster/README.md.
+cluster-build:
+	bash hack/k8s/build.sh
+cluster-up:
+	bash hack/cluster/up.sh
+cluster-up-cp:
+	bash hack/cluster/up.sh --control-plane
+cluster-down:
+	bash hack/cluster/down.sh
 
 test: lint unit
 
