@@ -164,10 +164,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
-		if rec != nil || err != nil {
+		// With no record (a lost or moved state dir), a tmpfs in our ..data
+		// layout is still ours: refresh it rather than fail, since an error
+		// on a re-publish makes kubelet drop the mount.
+		if _, lerr := os.Readlink(filepath.Join(args.target, "..data")); rec != nil || err != nil || lerr == nil {
 			return d.republish(ctx, args, rec, start), nil
 		}
-		// Mounted but unknown to us: not ours to touch.
+		// Mounted but not in our layout: not ours to touch.
 		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
 	}
 	return d.firstPublish(ctx, args, start)

@@ -260,3 +260,29 @@ func TestRotationRealClock(t *testing.T) {
 	}
 	t.Fatal("value did not rotate within 25s with a 10s period")
 }
+
+// A mounted volume whose state record is gone (a moved or wiped state dir)
+// is still refreshed on re-publish, never failed: an error there makes
+// kubelet drop the mount.
+func TestRepublishWithoutState(t *testing.T) {
+	d := startDriver(t)
+	target := newTarget(t)
+	v := volume{target: target, pod: shopPod, secrets: rotatingSecret}
+	if _, err := d.node.NodePublishVolume(ctxT(t), v.request()); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(d.stateDir)
+	for _, e := range entries {
+		os.Remove(filepath.Join(d.stateDir, e.Name()))
+	}
+	if _, err := d.node.NodePublishVolume(ctxT(t), v.request()); err != nil {
+		t.Fatalf("re-publish without state: %v", err)
+	}
+	st, _ := state.Open(d.stateDir)
+	if rec, err := st.Get(target); err != nil || rec == nil || rec.Session == nil {
+		t.Fatalf("state not rebuilt: %+v, %v", rec, err)
+	}
+	if got := read(t, filepath.Join(target, "db")); got != dbPassword {
+		t.Errorf("db = %q", got)
+	}
+}
