@@ -51,15 +51,9 @@ type publishArgs struct {
 }
 
 func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArgs, error) {
-	if req.GetVolumeId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume_id: required")
-	}
 	target := req.GetTargetPath()
-	if target == "" {
-		return nil, status.Error(codes.InvalidArgument, "target_path: required")
-	}
-	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
-		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q must be absolute and clean", target)
+	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
+		return nil, err
 	}
 	vc := req.GetVolumeCapability()
 	if vc == nil {
@@ -108,6 +102,19 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
 	return &publishArgs{target: target, volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
+}
+
+// checkIDAndTarget validates the two fields every node call carries.
+func checkIDAndTarget(volumeID, target string) error {
+	switch {
+	case volumeID == "":
+		return status.Error(codes.InvalidArgument, "volume_id: required")
+	case target == "":
+		return status.Error(codes.InvalidArgument, "target_path: required")
+	case !filepath.IsAbs(target) || filepath.Clean(target) != target:
+		return status.Errorf(codes.InvalidArgument, "target_path: %q must be absolute and clean", target)
+	}
+	return nil
 }
 
 // checkTarget pins the target path to kubelet's layout for the pod named in
@@ -292,15 +299,9 @@ func (d *Driver) cleanupTarget(target string, created bool) {
 // leases), unmounts and removes the target. Unknown targets succeed.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	start := time.Now()
-	if req.GetVolumeId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume_id: required")
-	}
 	target := req.GetTargetPath()
-	if target == "" {
-		return nil, status.Error(codes.InvalidArgument, "target_path: required")
-	}
-	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
-		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q must be absolute and clean", target)
+	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
+		return nil, err
 	}
 	unlock := d.locks.lock(target)
 	defer unlock()
