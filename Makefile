@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 VAULT := .cache/tools/vault
 
-.PHONY: all build vault deps demo test unit lint bench fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
+.PHONY: all build vault deps demo test unit lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
 
 all: build
 
@@ -51,7 +51,14 @@ cluster-down:
 
 test: lint unit
 
+# Load generator speaking CSI as kubelet does (cmd/vault-csi-bench): cold
+# publish, throughput, re-publish, rotation, unpublish; Vault requests from
+# Vault's own metrics; driver RSS and CPU. A short set, under a minute here.
 bench: build vault
+	$(GO) run ./cmd/vault-csi-bench --short --json bench-results.json
+
+# The Go benchmarks (through the driver binary, and in-process for pprof).
+bench-go: build vault
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./driver/
 
 fuzz:

@@ -78,6 +78,11 @@ type Config struct {
 	MaxVolumeBytes int64
 	// FileMode is the default mode of files.
 	FileMode os.FileMode
+	// MaxConcurrentFetches bounds publishes and refreshes talking to Vault
+	// at once. Throughput is CPU-bound well below it on small nodes; the
+	// bound keeps a burst of pods (or a mass rotation) from growing memory
+	// and Vault load without limit. Skipped re-publishes never wait.
+	MaxConcurrentFetches int
 }
 
 // Defaults for Config fields left zero.
@@ -89,6 +94,7 @@ const (
 	DefaultMaxVolumeBytes = 8 << 20
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
+	DefaultMaxFetches     = 16
 )
 
 // Driver serves CSI Identity and Node.
@@ -105,6 +111,7 @@ type Driver struct {
 	rand     func() float64
 	policy   func() *policy.Policy
 	pods     PodLabeler
+	fetchSem chan struct{}
 }
 
 // New checks the configuration.
@@ -133,6 +140,9 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = DefaultStateDir
 	}
+	if cfg.MaxConcurrentFetches <= 0 {
+		cfg.MaxConcurrentFetches = DefaultMaxFetches
+	}
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
 	}
@@ -146,6 +156,7 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	return &Driver{
 		cfg: cfg, fetcher: f, store: store, observer: obs,
 		ready: make(chan struct{}), rand: rand.Float64,
+		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
 	}, nil
 }
 
@@ -179,7 +190,10 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logInterceptor))
+	// kubelet opens a new connection for every call: small per-connection
+	// buffers (instead of 32 KiB each way) keep a burst of pods cheap.
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logInterceptor),
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
@@ -234,5 +248,16 @@ func (k *keyedMutex) lock(key string) func() {
 			delete(k.locks, key)
 		}
 		k.mu.Unlock()
+	}
+}
+
+// acquire waits for a Vault slot; it returns a release func, or the
+// context's error when kubelet gives up first.
+func (d *Driver) acquire(ctx context.Context) (func(), error) {
+	select {
+	case d.fetchSem <- struct{}{}:
+		return func() { <-d.fetchSem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

@@ -199,6 +199,11 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		}
 		return fail(err)
 	}
+	done, err := d.acquire(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer done()
 	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
 	if err != nil {
 		return fail(err)

@@ -154,7 +154,11 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	dec, err := d.authorize(ctx, a.vol)
 	op.Rule = dec.Rule
 	if err == nil {
-		err = r.run(ctx)
+		var release func()
+		if release, err = d.acquire(ctx); err == nil {
+			err = r.run(ctx)
+			release()
+		}
 	}
 	op.Requests, op.LoggedIn, op.Secrets = r.requests, r.loggedIn, r.rec.Secrets
 	if err != nil {

@@ -72,8 +72,8 @@ func New(cfg Config) (*Provider, error) {
 	tr := &http.Transport{
 		Proxy:               nil, // Vault is reached directly; a proxy env var must not reroute tokens
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        64,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConns:        16, // matches the driver's concurrent-fetch bound
+		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,

@@ -45,6 +45,7 @@ type options struct {
 	events                                        bool
 	rotationPeriod, shutdownGrace                 time.Duration
 	maxVolumeBytes                                int64
+	maxFetches                                    int
 }
 
 func main() {
@@ -67,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s)")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
+	flag.IntVar(&o.maxFetches, "max-concurrent-fetches", driver.DefaultMaxFetches, "publishes and refreshes talking to Vault at once (others wait; no-change re-publishes never do)")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address for Prometheus /metrics, e.g. :9809 (empty: off)")
 	flag.StringVar(&o.policyFile, "policy-file", "", "access policy (YAML); reloaded on change; empty: Vault policy alone decides")
 	flag.StringVar(&o.auditLog, "audit-log", "-", "where audit lines go: - for stdout, a file path, or empty for off")
@@ -129,7 +131,7 @@ func run(o options) error {
 	d, err := driver.New(driver.Config{
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
 		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
-		MaxVolumeBytes: o.maxVolumeBytes,
+		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches,
 	}, prov, rep)
 	if err != nil {
 		return err

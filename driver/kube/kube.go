@@ -3,6 +3,10 @@
 // and records Events on pods. Publishing never waits on the API server for
 // anything else, and no client-side rate limiter sits on the label lookup:
 // a burst of pods must not queue behind one (a peer's 5 QPS limit did that).
+//
+// It talks to the API through a REST client that knows only core/v1, not
+// the full clientset: the clientset's scheme links every API group into
+// the binary (about 30 MB, most of the driver's resident memory).
 package kube
 
 import (
@@ -14,10 +18,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -28,9 +31,19 @@ import (
 // with that UID: a stale or forged identity.
 var ErrPodMismatch = errors.New("pod identity mismatch")
 
-// Client wraps a clientset.
+// scheme holds the only types the driver reads or writes: core/v1.
+var scheme = runtime.NewScheme()
+
+func init() {
+	if err := corev1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	metav1.AddToGroupVersion(scheme, corev1.SchemeGroupVersion)
+}
+
+// Client is a core/v1 REST client.
 type Client struct {
-	cs kubernetes.Interface
+	rc rest.Interface
 }
 
 // NewClient builds a client from a kubeconfig file, or the in-cluster
@@ -48,24 +61,32 @@ func NewClient(kubeconfig string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
-	cfg.UserAgent = "vault-csi-driver"
+	return NewForConfig(cfg)
+}
+
+// NewForConfig builds a client from a rest.Config.
+func NewForConfig(cfg *rest.Config) (*Client, error) {
+	c := rest.CopyConfig(cfg)
+	c.UserAgent = "vault-csi-driver"
 	// Pod reads sit on the publish path: no client-side throttling there.
-	cfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
-	cfg.Timeout = 10 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
+	c.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
+	c.Timeout = 10 * time.Second
+	c.APIPath = "/api"
+	c.GroupVersion = &corev1.SchemeGroupVersion
+	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	c.ContentType = runtime.ContentTypeJSON
+	rc, err := rest.RESTClientFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return &Client{cs: cs}, nil
+	return &Client{rc: rc}, nil
 }
-
-// NewForClientset wraps an existing clientset (tests).
-func NewForClientset(cs kubernetes.Interface) *Client { return &Client{cs: cs} }
 
 // PodLabels returns the labels of the pod, checking that its UID is the
 // one kubelet named.
 func (c *Client) PodLabels(ctx context.Context, namespace, name, uid string) (map[string]string, error) {
-	pod, err := c.cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	var pod corev1.Pod
+	err := c.rc.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(&pod)
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("pod %s/%s: %w: not found", namespace, name, ErrPodMismatch)
 	}
@@ -76,6 +97,28 @@ func (c *Client) PodLabels(ctx context.Context, namespace, name, uid string) (ma
 		return nil, fmt.Errorf("pod %s/%s: %w: uid is %s, the volume names %s", namespace, name, ErrPodMismatch, pod.UID, uid)
 	}
 	return pod.Labels, nil
+}
+
+// sink writes events through the REST client (record.EventSink).
+type sink struct{ rc rest.Interface }
+
+func (s sink) Create(e *corev1.Event) (*corev1.Event, error) {
+	out := &corev1.Event{}
+	err := s.rc.Post().Namespace(e.Namespace).Resource("events").Body(e).Do(context.TODO()).Into(out)
+	return out, err
+}
+
+func (s sink) Update(e *corev1.Event) (*corev1.Event, error) {
+	out := &corev1.Event{}
+	err := s.rc.Put().Namespace(e.Namespace).Resource("events").Name(e.Name).Body(e).Do(context.TODO()).Into(out)
+	return out, err
+}
+
+func (s sink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
+	out := &corev1.Event{}
+	err := s.rc.Patch(types.StrategicMergePatchType).Namespace(e.Namespace).Resource("events").Name(e.Name).
+		Body(data).Do(context.TODO()).Into(out)
+	return out, err
 }
 
 // Recorder records Events on pods, rate-limited per pod by client-go's
@@ -92,8 +135,8 @@ func NewRecorder(c *Client, node string) *Recorder {
 		BurstSize: 10,
 		QPS:       1.0 / 30,
 	})
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cs.CoreV1().Events("")})
-	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vault-csi-driver", Host: node})
+	b.StartRecordingToSink(sink{rc: c.rc})
+	rec := b.NewRecorder(scheme, corev1.EventSource{Component: "vault-csi-driver", Host: node})
 	return &Recorder{b: b, rec: rec}
 }
 
