@@ -6,6 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/hack/lib-cache.sh"
 key=$(cd "$here" && find . -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 cat go.mod go.sum | sha256sum | cut -c1-16)
 out="$root/.cache/tools/image-$key"
 if [ ! -x "$out/image" ] || [ ! -x "$out/pause" ]; then

@@ -7,6 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/hack/lib-cache.sh"
 version=v1.35.4
 bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
