@@ -205,6 +205,9 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	}
 	defer done()
 	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
+	if res != nil {
+		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -291,10 +291,13 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 	req.Session = r.session
 	req.Secrets = pick()
 	res, err := r.d.fetcher.Fetch(ctx, &req)
+	if res != nil {
+		r.requests += res.VaultRequests
+		r.loggedIn = r.loggedIn || res.LoggedIn
+	}
 	if err != nil {
 		return nil, err
 	}
-	r.requests += res.VaultRequests
 	if res.LoggedIn && !r.plan.full {
 		// A new token: leases made by the old one die when it is revoked,
 		// so every path moves under the new token now.
@@ -302,11 +305,15 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 		r.plan.full = true
 		r.session = res.Session
 		req.Session, req.Secrets = res.Session, specs
-		if res, err = r.d.fetcher.Fetch(ctx, &req); err != nil {
+		res, err = r.d.fetcher.Fetch(ctx, &req)
+		if res != nil {
+			r.requests += res.VaultRequests
+		}
+		if err != nil {
 			_ = r.d.fetcher.Release(context.WithoutCancel(ctx), r.session)
+			r.requests++
 			return nil, err
 		}
-		r.requests += res.VaultRequests
 	}
 	if res.LoggedIn {
 		r.loggedIn = true

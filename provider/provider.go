@@ -122,10 +122,6 @@ func (p *Provider) newCall(namespace string) (*call, error) {
 }
 
 func (k *call) observe(op string, err error) {
-	k.requests.Add(1)
-	if k.p.cfg.OnRequest == nil {
-		return
-	}
 	code := 200
 	var re *vault.ResponseError
 	switch {
@@ -134,26 +130,38 @@ func (k *call) observe(op string, err error) {
 	case err != nil:
 		code = 0
 	}
-	k.p.cfg.OnRequest(op, code)
+	k.observeCode(op, code)
+}
+
+func (k *call) observeCode(op string, code int) {
+	k.requests.Add(1)
+	if k.p.cfg.OnRequest != nil {
+		k.p.cfg.OnRequest(op, code)
+	}
 }
 
 // Fetch logs in (or reuses req.Session) and reads every secret of the
 // request. It returns either all files or an error: never a partial set.
+// On error the result is still returned, without files or session, so the
+// caller can account for the Vault requests that were made.
 func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
-	ns := req.VaultNamespace
-	k, err := p.newCall(ns)
+	res := &Result{}
+	k, err := p.newCall(req.VaultNamespace)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	k.scrub = []string{req.JWT}
-	res := &Result{}
 	sess := req.Session
 	if sess != nil && !sess.Usable(time.Now()) {
 		sess = nil
 	}
+	fail := func(err error) (*Result, error) {
+		res.VaultRequests = int(k.requests.Load())
+		return res, err
+	}
 	if sess == nil {
 		if sess, err = k.login(ctx, req); err != nil {
-			return nil, err
+			return fail(err)
 		}
 		res.LoggedIn = true
 	}
@@ -163,21 +171,22 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil && !res.LoggedIn && errors.Is(err, ErrDenied) && req.JWT != "" {
 		// The reused token may have been revoked out of band: log in once more.
 		if sess, err = k.login(ctx, req); err != nil {
-			return nil, err
+			return fail(err)
 		}
 		res.LoggedIn = true
 		k.scrub = append(k.scrub, sess.Token)
 		k.c.SetToken(sess.Token)
 		files, infos, err = k.readAll(ctx, req.Secrets)
 	}
-	res.VaultRequests = int(k.requests.Load())
 	if err != nil {
 		if res.LoggedIn {
 			// Do not leave a token (and leases) behind for a publish that failed.
 			_ = p.revokeToken(context.WithoutCancel(ctx), sess)
+			k.requests.Add(1)
 		}
-		return nil, err
+		return fail(err)
 	}
+	res.VaultRequests = int(k.requests.Load())
 	res.Files, res.Secrets, res.Session = files, infos, sess
 	return res, nil
 }
@@ -340,7 +349,12 @@ func (k *call) read(ctx context.Context, path string, args map[string]string) (*
 	} else {
 		secret, err = k.c.Logical().ReadWithContext(ctx, path)
 	}
-	k.observe(op, err)
+	if err == nil && secret == nil {
+		// vault/api answers a 404 with no secret and no error.
+		k.observeCode(op, http.StatusNotFound)
+	} else {
+		k.observe(op, err)
+	}
 	if err != nil {
 		return nil, info, k.wrap(ctx, fmt.Sprintf("vault %s %s", op, path), err)
 	}

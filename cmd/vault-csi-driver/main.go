@@ -152,13 +152,9 @@ func run(o options) error {
 
 	errc := make(chan error, 5)
 	if o.policyFile != "" {
+		// The watcher logs each reload itself; here it is only counted.
 		w, err := policy.NewWatcher(o.policyFile, policy.DefaultInterval, func(err error) {
 			m.PolicyReload(err == nil)
-			if err != nil {
-				klog.ErrorS(err, "access policy reload failed; keeping the last good policy", "file", o.policyFile)
-			} else {
-				klog.InfoS("access policy reloaded", "file", o.policyFile)
-			}
 		})
 		if err != nil {
 			return fmt.Errorf("--policy-file: %w", err)
@@ -169,7 +165,6 @@ func run(o options) error {
 			pods = kc
 		}
 		d.SetAccessPolicy(w.Current, pods)
-		klog.InfoS("access policy loaded", "file", o.policyFile, "rules", w.Current().Len())
 	}
 
 	go func() { errc <- d.Serve(ctx, o.endpoint, o.shutdownGrace) }()

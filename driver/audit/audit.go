@@ -114,7 +114,7 @@ func (l *Logger) Log(e Event) {
 		Versions:       e.Versions,
 		Decision:       e.Decision,
 		Rule:           e.Rule,
-		Error:          scrub(e.Error),
+		Error:          Scrub(e.Error),
 		LatencyMS:      float64(e.Latency) / float64(time.Millisecond),
 		VaultRequests:  e.VaultRequests,
 	}
@@ -157,7 +157,9 @@ const maxErrorLen = 1024
 // marshal error echoing a secret), mask what looks like a JWT or a Vault token.
 var credentialRE = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|\bhv[sbr]\.[A-Za-z0-9_-]{20,}|\bs\.[A-Za-z0-9]{24}\b`)
 
-func scrub(s string) string {
+// Scrub masks anything in s that looks like a JWT or a Vault token and
+// bounds its length: a last line of defence for error texts.
+func Scrub(s string) string {
 	if s == "" {
 		return ""
 	}

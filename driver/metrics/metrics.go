@@ -69,7 +69,7 @@ func New() *Metrics {
 		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "operation_duration_seconds",
-			Help:      "Duration of CSI node operations by operation (publish, unpublish, refresh) and outcome (gRPC code). Its _count is the number of operations.",
+			Help:      "Duration of CSI node operations by operation (publish, unpublish, refresh) and outcome: a gRPC code name (OK, PermissionDenied, ...), or for re-publishes unchanged, skipped (nothing due) or kept-old (refresh failed, files kept). Its _count is the number of operations.",
 			Buckets:   durationBuckets,
 		}, []string{"operation", "outcome"}),
 		vaultRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -231,8 +231,8 @@ func (m *Metrics) LoggedIn() {
 	m.tokens.WithLabelValues("login").Inc()
 }
 
-// RefreshFailed counts a failed refresh by a bounded reason class, e.g.
-// "denied", "unavailable", "not_found", "write", "other".
+// RefreshFailed counts a failed refresh by reason: the gRPC code name of
+// the failure (Unavailable, PermissionDenied, ...), a bounded set.
 func (m *Metrics) RefreshFailed(reason string) {
 	if m == nil {
 		return

@@ -58,9 +58,15 @@ func (r *Reporter) metrics(op driver.Op) {
 	case "republish":
 		kind = metrics.OpRefresh
 	}
+	// Outcomes are gRPC code names (OK, PermissionDenied, ...), plus for
+	// re-publishes what happened: unchanged, skipped (nothing due) and
+	// kept-old (the refresh failed and the files stayed).
 	outcome := op.Outcome
-	if op.Code != "" && op.Outcome == "failed" {
+	switch {
+	case op.Code != "" && op.Outcome == "failed":
 		outcome = op.Code
+	case op.Outcome == "ok":
+		outcome = codes.OK.String()
 	}
 	m.ObservePublish(kind, outcome, op.Latency)
 	m.ObserveRequests(kind, op.Requests)
@@ -72,7 +78,7 @@ func (r *Reporter) metrics(op driver.Op) {
 		}
 	}
 	if op.Kind == "refresh" && op.Outcome == "kept-old" {
-		m.RefreshFailed(op.Code)
+		m.RefreshFailed(op.Code) // a gRPC code name: a bounded set
 	}
 	if op.MountedDelta != 0 {
 		m.AddMounted(op.MountedDelta)
@@ -152,16 +158,17 @@ func (r *Reporter) event(op driver.Op) {
 	}
 }
 
-// message is a status error's text (driver errors never hold values).
+// message is a status error's text. Driver errors never hold values; the
+// audit scrubber masks anything credential-shaped all the same.
 func message(err error) string {
 	if err == nil {
 		return ""
 	}
 	st := status.Convert(err)
 	if st.Code() == codes.Unknown {
-		return err.Error()
+		return audit.Scrub(err.Error())
 	}
-	return st.Code().String() + ": " + st.Message()
+	return audit.Scrub(st.Code().String() + ": " + st.Message())
 }
 
 // describe lists paths with KV versions and lease TTLs: never values.
