@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 VAULT := .cache/tools/vault
 
-.PHONY: all build vault deps demo test unit lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
+.PHONY: all build vault helm deps demo test unit e2e e2e-kind manifests lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
 
 all: build
 
@@ -29,11 +29,29 @@ lint:
 	@out=$$(gofmt -l cmd driver provider hack/demo e2e 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
 
 # Unit and integration tests: real Vault on 127.0.0.1, real tmpfs mounts
 # (needs root), the driver binary over its unix socket, csi-sanity.
-unit: vault deps
-	$(GO) test -count=1 ./...
+unit: vault helm deps cluster-build
+	$(GO) test -count=1 -timeout 30m ./...
+
+# The helm CLI (wrapper module hack/helm), for chart tests and e2e.
+helm:
+	@bash hack/build-tool.sh hack/helm helm helm.sh/helm/v3/cmd/helm >/dev/null
+
+# Regenerate manifests/ from the chart (a test fails when they drift).
+manifests: helm
+	bash hack/manifests.sh
+
+# End to end on a real local Kubernetes node (no Docker): Helm-installed
+# driver, Vault kubernetes auth with real TokenReviews, real pods.
+e2e:
+	bash hack/e2e.sh
+
+# The same suite on kind (needs a Docker engine; cannot run on these machines).
+e2e-kind:
+	bash hack/e2e-kind.sh
 
 # Debian packages the tests use (PostgreSQL for the database secrets engine).
 deps:
@@ -41,7 +59,7 @@ deps:
 
 # A real local Kubernetes v1.35.4 node (no Docker): see hack/cluster/README.md.
 cluster-build:
-	bash hack/k8s/build.sh
+	@bash hack/k8s/build.sh >/dev/null
 cluster-up:
 	bash hack/cluster/up.sh
 cluster-up-cp:
@@ -49,7 +67,7 @@ cluster-up-cp:
 cluster-down:
 	bash hack/cluster/down.sh
 
-test: lint unit
+test: lint unit e2e
 
 # Load generator speaking CSI as kubelet does (cmd/vault-csi-bench): cold
 # publish, throughput, re-publish, rotation, unpublish; Vault requests from

@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,14 +52,9 @@ func (d *Driver) authorize(ctx context.Context, v *attributes.Volume) (policy.De
 	}
 	dec := p.Decide(subj)
 	if !dec.Allowed {
-		rule := dec.Rule
-		if rule == "" {
-			rule = "no rule matched"
-		} else {
-			rule = fmt.Sprintf("rule %q", rule)
-		}
-		return dec, status.Errorf(codes.PermissionDenied, "access policy denies role %q for %s/%s (service account %s): %s (%s)",
-			r.Role, r.Pod.Namespace, r.Pod.PodName, r.Pod.ServiceAccount, dec.Reason, rule)
+		// The reason names the deciding rule, or says no rule matched.
+		return dec, status.Errorf(codes.PermissionDenied, "access policy denies role %q for %s/%s (service account %s): %s",
+			r.Role, r.Pod.Namespace, r.Pod.PodName, r.Pod.ServiceAccount, dec.Reason)
 	}
 	return dec, nil
 }

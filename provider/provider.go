@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,7 +442,21 @@ func (k *call) wrap(ctx context.Context, what string, err error) error {
 	return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, k.clean(err.Error()))
 }
 
+// errorCountRE matches the header Vault's multierror puts before its list.
+var errorCountRE = regexp.MustCompile(`^\d+ errors? occurred:$`)
+
+// clean makes Vault's error text one line fit for an Event ("1 error
+// occurred:\n\t* permission denied" -> "permission denied") and cuts out
+// any credential of this call.
 func (k *call) clean(s string) string {
+	var parts []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimPrefix(strings.TrimSpace(line), "* ")
+		if line != "" && !errorCountRE.MatchString(line) {
+			parts = append(parts, line)
+		}
+	}
+	s = strings.Join(parts, "; ")
 	for _, c := range k.scrub {
 		if c != "" {
 			s = strings.ReplaceAll(s, c, "[redacted]")

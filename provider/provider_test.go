@@ -300,3 +300,16 @@ func TestWholeMapJSONStable(t *testing.T) {
 		_ = p.Release(context.Background(), res.Session)
 	}
 }
+
+// Vault's multi-line error lists reach Events and kubelet as one line.
+func TestVaultErrorIsOneLine(t *testing.T) {
+	v, p := setup(t)
+	_, err := p.Fetch(context.Background(), request(v, provider.SecretSpec{File: "f", Path: "secret/data/other", Key: "x"}))
+	if !errors.Is(err, provider.ErrDenied) {
+		t.Fatalf("err = %v", err)
+	}
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\n\t") || strings.Contains(msg, "error occurred") || !strings.HasSuffix(msg, "permission denied") {
+		t.Errorf("error text not cleaned to one line: %q", msg)
+	}
+}
