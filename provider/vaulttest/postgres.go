@@ -261,7 +261,10 @@ func (p *Postgres) startServer() error {
 		"-c", "unix_socket_directories="+p.dir,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "shared_buffers=16MB", "-c", "max_connections=50",
-		"-c", "logging_collector=off", "-c", "log_min_messages=warning")
+		"-c", "logging_collector=off", "-c", "log_min_messages=warning",
+		// Dynamic shared memory in the data dir (removed with it), not in
+		// /dev/shm where a killed server would leave segments behind.
+		"-c", "dynamic_shared_memory_type=mmap")
 	cmd.Dir = p.dir
 	cmd.Env = p.serverEnv()
 	cmd.Stdout = &lockedWriter{w: p.logs, mu: &p.mu}
