@@ -12,11 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -33,7 +31,7 @@ type vaultProc struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	logs bytes.Buffer
 }
 
@@ -72,23 +70,8 @@ func (v *vaultProc) start() error {
 	cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+v.dir)
 	cmd.Stdout = &lockedBuf{b: &v.logs, mu: &v.mu}
 	cmd.Stderr = cmd.Stdout
-	// SIGKILL Vault if the test binary dies; Pdeathsig follows the thread
-	// that started it, so that goroutine keeps its thread until Vault exits.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(done)
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	done, err := vaulttest.StartTied(cmd)
+	if err != nil {
 		return fmt.Errorf("run %s: %w", bin, err)
 	}
 	v.cmd, v.done = cmd, done

@@ -32,7 +32,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,7 +66,7 @@ type Postgres struct {
 	cred *syscall.Credential
 
 	cmd      *exec.Cmd
-	done     chan struct{}
+	done     <-chan struct{}
 	logs     *bytes.Buffer
 	mu       sync.Mutex
 	stopOnce sync.Once
@@ -269,24 +268,10 @@ func (p *Postgres) startServer() error {
 	cmd.Env = p.serverEnv()
 	cmd.Stdout = &lockedWriter{w: p.logs, mu: &p.mu}
 	cmd.Stderr = cmd.Stdout
-	// Own process group (so Stop can kill stragglers); SIGKILL if the thread
-	// that started it dies, which is the test binary dying, because that
-	// goroutine stays locked to its thread until the server exits.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the server
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(done)
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	// Own process group, so Stop can kill stragglers; tied to this process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	done, err := StartTied(cmd)
+	if err != nil {
 		return fmt.Errorf("run postgres: %w", err)
 	}
 	p.cmd, p.done = cmd, done

@@ -24,10 +24,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,7 +45,7 @@ type Server struct {
 
 	key  *rsa.PrivateKey
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	logs *bytes.Buffer
 	mu   sync.Mutex
 }
@@ -119,30 +117,17 @@ func Run() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: "http://" + addr, JWTMount: "jwt", done: make(chan struct{}), logs: &bytes.Buffer{}}
+	s := &Server{Addr: "http://" + addr, JWTMount: "jwt", logs: &bytes.Buffer{}}
 	s.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken,
 		"-dev-listen-address="+addr, "-dev-no-store-token", "-log-level=warn")
 	s.cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+os.TempDir())
 	s.cmd.Stdout = &lockedWriter{w: s.logs, mu: &s.mu}
 	s.cmd.Stderr = s.cmd.Stdout
-	// SIGKILL Vault if the test binary dies: Pdeathsig follows the thread
-	// that started it, so that goroutine stays locked to its thread.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with Vault
-		if err := s.cmd.Start(); err != nil {
-			started <- err
-			close(s.done)
-			return
-		}
-		started <- nil
-		_ = s.cmd.Wait()
-		close(s.done)
-	}()
-	if err := <-started; err != nil {
+	done, err := StartTied(s.cmd)
+	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
 	}
+	s.done = done
 
 	cfg := vault.DefaultConfig()
 	cfg.Address = s.Addr
