@@ -35,6 +35,9 @@ lint:
 # (needs root), the driver binary over its unix socket, csi-sanity.
 unit: vault helm deps cluster-build
 	$(GO) test -count=1 -timeout 30m ./...
+	@# csi-sanity's spec counts, visible in CI's log (go test hides passing output).
+	@set -o pipefail; $(GO) test -count=1 -run '^TestSanity$$' -v ./driver/ | grep -E '^(csi-sanity|  passed)'
+
 
 # The helm CLI (wrapper module hack/helm), for chart tests and e2e.
 helm:
