@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/csitest"
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
@@ -239,37 +239,20 @@ func requestFor(srv *vaulttest.Server, v volume) *csi.NodePublishVolumeRequest {
 	if role == "" {
 		role = "payments"
 	}
-	tokens := vaulttest.TokensJSON("vault", srv.Token(v.pod, time.Hour), time.Now().Add(time.Hour))
-	vc := map[string]string{
-		attributes.KeyPodName: v.pod.Name, attributes.KeyPodNamespace: v.pod.Namespace,
-		attributes.KeyPodUID: v.pod.UID, attributes.KeyServiceAccount: v.pod.ServiceAccount,
-		attributes.KeyEphemeral: "true",
-		"role":                  role, "secrets": v.secrets,
-	}
-	var secrets map[string]string
-	if v.inSecrets {
-		secrets = map[string]string{attributes.KeyTokens: tokens}
-	} else {
-		vc[attributes.KeyTokens] = tokens
-	}
+	req := csitest.Publish{
+		VolumeID: "csi-" + v.pod.UID, Target: v.target, Pod: v.pod,
+		Attributes:     map[string]string{"role": role, "secrets": v.secrets},
+		Tokens:         vaulttest.TokensJSON("vault", srv.Token(v.pod, time.Hour), time.Now().Add(time.Hour)),
+		TokenInSecrets: v.inSecrets, MountGroup: v.gid,
+	}.Request()
 	for k, val := range v.extra {
 		if val == "<delete>" {
-			delete(vc, k)
+			delete(req.VolumeContext, k)
 		} else {
-			vc[k] = val
+			req.VolumeContext[k] = val
 		}
 	}
-	return &csi.NodePublishVolumeRequest{
-		VolumeId:   "csi-" + v.pod.UID,
-		TargetPath: v.target,
-		Readonly:   true,
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: v.gid}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		VolumeContext: vc,
-		Secrets:       secrets,
-	}
+	return req
 }
 
 func ctxT(t testing.TB) context.Context {

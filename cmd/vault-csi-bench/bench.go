@@ -20,18 +20,12 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"sigs.k8s.io/yaml"
 
+	"vaultcsi.dev/driver/driver/csitest"
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
-// kubelet's volume-context keys (pkg/volume/csi).
 const (
-	keyPodName        = "csi.storage.k8s.io/pod.name"
-	keyPodNamespace   = "csi.storage.k8s.io/pod.namespace"
-	keyPodUID         = "csi.storage.k8s.io/pod.uid"
-	keyServiceAccount = "csi.storage.k8s.io/serviceAccount.name"
-	keyEphemeral      = "csi.storage.k8s.io/ephemeral"
-	keyTokens         = "csi.storage.k8s.io/serviceAccount.tokens"
-	volumeName        = "secrets"
+	volumeName = "secrets"
 	// rssMark is the volume count at which RSS is sampled on the way up
 	// (the peer's figure: 116 MB at 601 volumes).
 	rssMark = 601
@@ -298,30 +292,10 @@ func (b *bench) mintAll(ctx context.Context, vols []*vol) ([]string, error) {
 // request is the NodePublishVolumeRequest kubelet builds for an inline
 // volume with podInfoOnMount and tokenRequests.
 func (b *bench) request(v *vol, tokens string) *csi.NodePublishVolumeRequest {
-	vc := make(map[string]string, len(v.attrs)+7)
-	for k, val := range v.attrs {
-		vc[k] = val
-	}
-	// kubelet's keys overwrite the pod's attributes of the same name.
-	vc[keyPodName], vc[keyPodNamespace], vc[keyPodUID] = v.pod.Name, v.pod.Namespace, v.pod.UID
-	vc[keyServiceAccount], vc[keyEphemeral] = v.pod.ServiceAccount, "true"
-	var secrets map[string]string
-	if b.cfg.tokenIn == "secrets" {
-		secrets = map[string]string{keyTokens: tokens}
-	} else {
-		vc[keyTokens] = tokens
-	}
-	return &csi.NodePublishVolumeRequest{
-		VolumeId:   v.volID,
-		TargetPath: v.target,
-		Readonly:   true,
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: b.mountGroup}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		VolumeContext: vc,
-		Secrets:       secrets,
-	}
+	return csitest.Publish{
+		VolumeID: v.volID, Target: v.target, Pod: v.pod, Attributes: v.attrs,
+		Tokens: tokens, TokenInSecrets: b.cfg.tokenIn == "secrets", MountGroup: b.mountGroup,
+	}.Request()
 }
 
 // publish is kubelet's SetUp: NodeGetCapabilities (VOLUME_MOUNT_GROUP),

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/csitest"
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
@@ -113,19 +113,12 @@ func run() error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return err
 	}
-	req := &csi.NodePublishVolumeRequest{
-		VolumeId: "csi-demo", TargetPath: target, Readonly: true,
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{VolumeMountGroup: "2000"}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		VolumeContext: map[string]string{
-			attributes.KeyPodName: pod.Name, attributes.KeyPodNamespace: pod.Namespace,
-			attributes.KeyPodUID: pod.UID, attributes.KeyServiceAccount: pod.ServiceAccount,
-			attributes.KeyEphemeral: "true", "role": "payments", "secrets": secrets,
-		},
-		Secrets: map[string]string{attributes.KeyTokens: vaulttest.TokensJSON("vault", v.Token(pod, time.Hour), time.Now().Add(time.Hour))},
-	}
+	req := csitest.Publish{
+		VolumeID: "csi-demo", Target: target, Pod: pod, MountGroup: "2000",
+		Attributes:     map[string]string{"role": "payments", "secrets": secrets},
+		Tokens:         vaulttest.TokensJSON("vault", v.Token(pod, time.Hour), time.Now().Add(time.Hour)),
+		TokenInSecrets: true,
+	}.Request()
 	start := time.Now()
 	if _, err := node.NodePublishVolume(ctx, req); err != nil {
 		return fmt.Errorf("NodePublishVolume: %w", err)
