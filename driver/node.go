@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -235,7 +234,7 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	if err := d.store.Put(rec); err != nil {
 		d.cleanupTarget(a.target, created)
 		release()
-		return fail(fmt.Errorf("%w", err))
+		return fail(err)
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
 	op.MountedDelta, op.LeasesDelta = 1, leases(res.Secrets)

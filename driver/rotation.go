@@ -93,11 +93,6 @@ func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 	return p
 }
 
-// dueReason says why a mounted volume needs Vault now, or "" when not.
-func dueReason(rec *state.Volume, hash string, now time.Time) string {
-	return planRefresh(rec, hash, now).reason
-}
-
 func firstNonEmpty(a, b string) string {
 	if a != "" {
 		return a
@@ -147,9 +142,6 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	}
 	op.Reason = plan.reason
 	heldBefore := leases(rec.Secrets)
-	if rec.Target == "" {
-		heldBefore = 0
-	}
 	r := &refresh{d: d, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
 	dec, err := d.authorize(ctx, a.vol)
 	op.Rule = dec.Rule

@@ -152,3 +152,9 @@ func TestBackoffJitter(t *testing.T) {
 		}
 	}
 }
+
+// dueReason is the planner's verdict alone: why a mounted volume needs
+// Vault now, or "" when not.
+func dueReason(rec *state.Volume, hash string, now time.Time) string {
+	return planRefresh(rec, hash, now).reason
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -466,13 +465,4 @@ func (k *call) clean(s string) string {
 		s = s[:512] + "..."
 	}
 	return s
-}
-
-// CACertExists reports a missing CA file early with its name.
-func CACertExists(path string) error {
-	if path == "" {
-		return nil
-	}
-	_, err := os.Stat(path)
-	return err
 }

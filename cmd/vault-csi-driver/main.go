@@ -91,9 +91,6 @@ func run(o options) error {
 	if err := checkStateDir(o.stateDir, o.stateOnDisk); err != nil {
 		return err
 	}
-	if err := provider.CACertExists(o.vaultCACert); err != nil {
-		return fmt.Errorf("--vault-ca-cert: %w", err)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -126,7 +123,7 @@ func run(o options) error {
 		OnRequest: func(op string, code int) { m.VaultRequest(op, metrics.StatusClass(code)) },
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("--vault-addr/--vault-ca-cert/--auth-method: %w", err)
 	}
 	d, err := driver.New(driver.Config{
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
