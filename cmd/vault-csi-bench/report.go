@@ -135,10 +135,9 @@ type coldResult struct {
 	Errors            []string   `json:"errors,omitempty"`
 }
 
-type tputResult struct {
-	Concurrency        int        `json:"concurrency"`
-	Requested          int        `json:"requested"`
-	Published          int        `json:"published"`
+// runStats is what every load scenario reports about its run; embedded,
+// so its fields sit at the top level of each scenario's JSON.
+type runStats struct {
 	Errors             int        `json:"errors"`
 	ErrorSummary       string     `json:"error_summary,omitempty"`
 	WallSeconds        float64    `json:"wall_seconds"`
@@ -148,7 +147,14 @@ type tputResult struct {
 	PeakVaultPerSecond float64    `json:"peak_vault_req_per_s"`
 	VaultBuckets       []float64  `json:"vault_req_1s_buckets,omitempty"`
 	Proc               procDelta  `json:"driver"`
-	MountedAfter       int        `json:"mounted_after"`
+}
+
+type tputResult struct {
+	Concurrency int `json:"concurrency"`
+	Requested   int `json:"requested"`
+	Published   int `json:"published"`
+	runStats
+	MountedAfter int `json:"mounted_after"`
 }
 
 type repubResult struct {
@@ -162,36 +168,21 @@ type repubResult struct {
 }
 
 type rotResult struct {
-	Volumes            int        `json:"volumes"`
-	Concurrency        int        `json:"concurrency"`
-	WaitedSeconds      float64    `json:"waited_seconds"`
-	Republished        int        `json:"republished"`
-	Refreshed          int        `json:"refreshed_verified"` // -1: not checked (custom attributes)
-	Errors             int        `json:"errors"`
-	ErrorSummary       string     `json:"error_summary,omitempty"`
-	WallSeconds        float64    `json:"wall_seconds"`
-	PerSecond          float64    `json:"per_second"`
-	Latency            latStats   `json:"latency"`
-	Vault              vaultDelta `json:"vault"`
-	PeakVaultPerSecond float64    `json:"peak_vault_req_per_s"`
-	VaultBuckets       []float64  `json:"vault_req_1s_buckets,omitempty"`
-	Proc               procDelta  `json:"driver"`
+	Volumes       int     `json:"volumes"`
+	Concurrency   int     `json:"concurrency"`
+	WaitedSeconds float64 `json:"waited_seconds"`
+	Republished   int     `json:"republished"`
+	Refreshed     int     `json:"refreshed_verified"` // -1: not checked (custom attributes)
+	runStats
 }
 
 type unpubResult struct {
-	Volumes            int        `json:"volumes"`
-	Concurrency        int        `json:"concurrency"`
-	Unpublished        int        `json:"unpublished"`
-	Errors             int        `json:"errors"`
-	ErrorSummary       string     `json:"error_summary,omitempty"`
-	WallSeconds        float64    `json:"wall_seconds"`
-	PerSecond          float64    `json:"per_second"`
-	Latency            latStats   `json:"latency"`
-	Vault              vaultDelta `json:"vault"`
-	PeakVaultPerSecond float64    `json:"peak_vault_req_per_s"`
-	Proc               procDelta  `json:"driver"`
-	MountsLeft         int        `json:"mounts_left"`
-	StateFilesLeft     int        `json:"state_files_left"`
+	Volumes     int `json:"volumes"`
+	Concurrency int `json:"concurrency"`
+	Unpublished int `json:"unpublished"`
+	runStats
+	MountsLeft     int `json:"mounts_left"`
+	StateFilesLeft int `json:"state_files_left"`
 }
 
 type memResult struct {

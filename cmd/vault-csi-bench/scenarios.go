@@ -204,15 +204,8 @@ func (b *bench) throughput(ctx context.Context) error {
 				b.removePod(part[i])
 			}
 		}
-		r.Published, r.Errors, r.ErrorSummary = len(good), len(errs), errSummary(errs)
-		r.WallSeconds = wall.Seconds()
-		if wall > 0 {
-			r.PerSecond = float64(len(good)) / wall.Seconds()
-		}
-		r.Latency = stats(good)
-		r.Vault = diff(v0, v1)
-		r.PeakVaultPerSecond, r.VaultBuckets = peak, roundAll(buckets)
-		r.Proc = delta(p0, p1)
+		r.Published = len(good)
+		r.runStats = newRunStats(good, errs, wall, v0, v1, p0, p1, peak, buckets)
 		r.MountedAfter = len(b.live)
 		if report {
 			b.res.Throughput = append(b.res.Throughput, r)
@@ -373,13 +366,8 @@ func (b *bench) rotation(ctx context.Context) error {
 	if b.customAttrs != nil {
 		r.Refreshed = -1
 	}
-	r.Republished, r.Errors, r.ErrorSummary = len(good), len(errs), errSummary(errs)
-	r.WallSeconds = wall.Seconds()
-	if wall > 0 {
-		r.PerSecond = float64(len(good)) / wall.Seconds()
-	}
-	r.Latency, r.Vault, r.Proc = stats(good), diff(v0, v1), delta(p0, p1)
-	r.PeakVaultPerSecond, r.VaultBuckets = peak, roundAll(buckets)
+	r.Republished = len(good)
+	r.runStats = newRunStats(good, errs, wall, v0, v1, p0, p1, peak, buckets)
 	b.res.Rotation = &r
 	logf("  rotation: %d republished in %.2fs, %d refreshed, p50 %.2fms p99 %.2fms, vault %s, peak %.0f req/s",
 		r.Republished, r.WallSeconds, r.Refreshed, r.Latency.P50, r.Latency.P99, r.Vault.short(), peak)
@@ -421,13 +409,8 @@ func (b *bench) unpublishAll(ctx context.Context) error {
 		}
 	}
 	b.live = rest
-	r.Unpublished, r.Errors, r.ErrorSummary = len(good), len(errs), errSummary(errs)
-	r.WallSeconds = wall.Seconds()
-	if wall > 0 {
-		r.PerSecond = float64(len(good)) / wall.Seconds()
-	}
-	r.Latency, r.Vault, r.Proc = stats(good), diff(v0, v1), delta(p0, p1)
-	r.PeakVaultPerSecond = peak
+	r.Unpublished = len(good)
+	r.runStats = newRunStats(good, errs, wall, v0, v1, p0, p1, peak, nil)
 	r.MountsLeft = len(mountsUnder(b.root + "/pods"))
 	r.StateFilesLeft = b.drv.stateFiles()
 	time.Sleep(500 * time.Millisecond)
@@ -440,6 +423,23 @@ func (b *bench) unpublishAll(ctx context.Context) error {
 }
 
 // stats summarises latencies in milliseconds (nearest-rank percentiles).
+// newRunStats summarises a scenario's run: good latencies, errors, wall
+// time, Vault counters and driver /proc readings before and after, and the
+// peak Vault request rate (with its 1 s buckets, when kept).
+func newRunStats(good []time.Duration, errs []error, wall time.Duration, v0, v1 counters, p0, p1 procStats, peak float64, buckets []float64) runStats {
+	r := runStats{
+		Errors: len(errs), ErrorSummary: errSummary(errs), WallSeconds: wall.Seconds(),
+		Latency: stats(good), Vault: diff(v0, v1), PeakVaultPerSecond: peak, Proc: delta(p0, p1),
+	}
+	if buckets != nil {
+		r.VaultBuckets = roundAll(buckets)
+	}
+	if wall > 0 {
+		r.PerSecond = float64(len(good)) / wall.Seconds()
+	}
+	return r
+}
+
 func stats(ds []time.Duration) latStats {
 	s := latStats{N: len(ds)}
 	if len(ds) == 0 {
