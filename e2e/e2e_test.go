@@ -52,6 +52,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
 const (
@@ -134,8 +136,8 @@ type suite struct {
 	rc                      *rest.Config
 	kubeconfig, kubectlPath string
 	appNS, blockedNS        string
-	vp                      *vaultProc // nil with an external Vault
-	vaultAddr               string     // as the suite reaches it
+	vp                      *vaulttest.Server // nil with an external Vault
+	vaultAddr               string            // as the suite reaches it
 	vc                      *vault.Client
 	setup                   *vaultSetup
 
@@ -205,15 +207,14 @@ func newSuite(t *testing.T) *suite {
 	if cfg.externalVault != "" {
 		s.vaultAddr = cfg.externalVault
 	} else {
-		vp, err := newVaultProc(cfg.vaultListen)
+		// A fixed address, so the outage scenario can stop Vault and start it
+		// again where the driver looks for it.
+		vp, err := vaulttest.RunWith(vaulttest.Options{Listen: cfg.vaultListen, Config: telemetryHCL})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(vp.cleanup)
-		if err := vp.start(); err != nil {
-			t.Fatal(err)
-		}
-		s.vp, s.vaultAddr = vp, vp.addr
+		t.Cleanup(vp.Stop)
+		s.vp, s.vaultAddr = vp, vp.Addr
 	}
 	if s.vc, err = rootClient(s.vaultAddr); err != nil {
 		t.Fatal(err)
@@ -704,7 +705,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.waitContent(t, ns, "steady", "/secrets/value", "o1", 10*time.Second)
 
 	down := time.Now()
-	s.vp.stop()
+	s.vp.Stop()
 	s.createPod(t, podSpec{name: "late", ns: ns, sa: "outage", role: "outage", secrets: oneSecret("outage")})
 	msgLate := s.waitEvent(t, ns, "late", "VaultSecretsMountFailed", time.Minute, "Unavailable")
 	msgSteady := s.waitEvent(t, ns, "steady", "VaultSecretsRefreshFailed", 90*time.Second)
@@ -715,7 +716,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.setup.mu.Lock()
 	s.setup.secrets["e2e/outage/x"] = map[string]any{"value": "o2"}
 	s.setup.mu.Unlock()
-	if err := s.vp.start(); err != nil {
+	if err := s.vp.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.setup.apply(s.vc); err != nil {

@@ -4,14 +4,11 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,120 +19,12 @@ import (
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
-// vaultProc is a Vault dev server this suite runs itself, on a fixed address
-// so that it can be stopped and started again on the same port (dev mode keeps
-// everything in memory: a restart is a new, empty Vault that configure() sets
-// up the same way again).
-type vaultProc struct {
-	listen, addr, dir string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done <-chan struct{}
-	logs bytes.Buffer
-}
-
 // telemetry lets the suite count Vault requests from Vault's own metrics.
 const telemetryHCL = `telemetry {
   prometheus_retention_time = "2h"
   disable_hostname = true
 }
 `
-
-func newVaultProc(listen string) (*vaultProc, error) {
-	dir, err := os.MkdirTemp("", "vcsi-e2e-vault-")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "telemetry.hcl"), []byte(telemetryHCL), 0o600); err != nil {
-		return nil, err
-	}
-	return &vaultProc{listen: listen, addr: "http://" + listen, dir: dir}, nil
-}
-
-// start runs the server and waits until it answers (bounded).
-func (v *vaultProc) start() error {
-	bin, err := vaulttest.Binary()
-	if err != nil {
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.cmd != nil {
-		return fmt.Errorf("vault already running")
-	}
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id="+vaulttest.RootToken,
-		"-dev-listen-address="+v.listen, "-dev-no-store-token", "-log-level=warn",
-		"-config="+filepath.Join(v.dir, "telemetry.hcl"))
-	cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+v.dir)
-	cmd.Stdout = &lockedBuf{b: &v.logs, mu: &v.mu}
-	cmd.Stderr = cmd.Stdout
-	done, err := vaulttest.StartTied(cmd)
-	if err != nil {
-		return fmt.Errorf("run %s: %w", bin, err)
-	}
-	v.cmd, v.done = cmd, done
-	c, err := rootClient(v.addr)
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		h, err := c.Sys().HealthWithContext(ctx)
-		cancel()
-		if err == nil && h.Initialized && !h.Sealed {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("vault exited: %s", v.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("vault not ready after 20s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop kills the server and waits for it to exit (bounded).
-func (v *vaultProc) stop() {
-	v.mu.Lock()
-	cmd, done := v.cmd, v.done
-	v.cmd = nil
-	v.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-	}
-}
-
-func (v *vaultProc) cleanup() {
-	v.stop()
-	_ = os.RemoveAll(v.dir)
-}
-
-func (v *vaultProc) Logs() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.logs.String()
-}
-
-type lockedBuf struct {
-	b  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 func rootClient(addr string) (*vault.Client, error) {
 	cfg := vault.DefaultConfig()

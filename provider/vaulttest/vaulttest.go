@@ -43,11 +43,12 @@ type Server struct {
 	// JWTMount is where jwt auth is enabled ("jwt").
 	JWTMount string
 
-	key  *rsa.PrivateKey
-	cmd  *exec.Cmd
-	done <-chan struct{}
-	logs *bytes.Buffer
-	mu   sync.Mutex
+	listen, config string
+	key            *rsa.PrivateKey
+	cmd            *exec.Cmd
+	done           <-chan struct{}
+	logs           *bytes.Buffer
+	mu             sync.Mutex
 }
 
 // Binary returns the Vault binary's path.
@@ -107,45 +108,85 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// Run starts a configured dev server; the caller must Stop it.
-func Run() (*Server, error) {
-	bin, err := Binary()
-	if err != nil {
-		return nil, err
-	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{Addr: "http://" + addr, JWTMount: "jwt", logs: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken,
-		"-dev-listen-address="+addr, "-dev-no-store-token", "-log-level=warn")
-	s.cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+os.TempDir())
-	s.cmd.Stdout = &lockedWriter{w: s.logs, mu: &s.mu}
-	s.cmd.Stderr = s.cmd.Stdout
-	done, err := StartTied(s.cmd)
-	if err != nil {
-		return nil, fmt.Errorf("run %s: %w", bin, err)
-	}
-	s.done = done
+// Options change how RunWith starts the server.
+type Options struct {
+	// Listen is the host:port to serve on; empty picks a free 127.0.0.1
+	// port. A fixed address lets a test Stop Vault and Start it again there.
+	Listen string
+	// Config is extra server configuration in HCL (telemetry, say).
+	Config string
+}
 
+// Run starts a configured dev server; the caller must Stop it.
+func Run() (*Server, error) { return RunWith(Options{}) }
+
+// RunWith is Run with options.
+func RunWith(o Options) (*Server, error) {
+	listen := o.Listen
+	if listen == "" {
+		var err error
+		if listen, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{Addr: "http://" + listen, JWTMount: "jwt", logs: &bytes.Buffer{}, listen: listen, config: o.Config}
 	cfg := vault.DefaultConfig()
 	cfg.Address = s.Addr
 	cfg.MaxRetries = 0
+	var err error
 	if s.Root, err = vault.NewClient(cfg); err != nil {
-		s.Stop()
 		return nil, err
 	}
 	s.Root.SetToken(RootToken)
-	if err := s.waitReady(15 * time.Second); err != nil {
-		s.Stop()
+	if err := s.Start(); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// Start runs the server (again, after Stop) at its address and configures
+// it. A dev server keeps nothing: it comes back empty, with a new jwt key.
+func (s *Server) Start() error {
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	args := []string{"server", "-dev", "-dev-root-token-id=" + RootToken,
+		"-dev-listen-address=" + s.listen, "-dev-no-store-token", "-log-level=warn"}
+	if s.config != "" {
+		// Vault reads -config once at start: the file can go once it answers.
+		f, err := os.CreateTemp("", "vaulttest-*.hcl")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		_, err = f.WriteString(s.config)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		args = append(args, "-config="+f.Name())
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+os.TempDir())
+	cmd.Stdout = &lockedWriter{w: s.logs, mu: &s.mu}
+	cmd.Stderr = cmd.Stdout
+	done, err := StartTied(cmd)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", bin, err)
+	}
+	s.cmd, s.done = cmd, done
+	if err := s.waitReady(20 * time.Second); err != nil {
+		s.Stop()
+		return err
 	}
 	if err := s.configure(); err != nil {
 		s.Stop()
-		return nil, fmt.Errorf("configure vault: %w", err)
+		return fmt.Errorf("configure vault: %w", err)
 	}
-	return s, nil
+	return nil
 }
 
 type lockedWriter struct {
@@ -185,7 +226,7 @@ func (s *Server) waitReady(limit time.Duration) error {
 	return fmt.Errorf("vault not ready after %s: %s", limit, s.Logs())
 }
 
-// Stop kills the server and waits for it.
+// Stop kills the server and waits for it; Start runs it again.
 func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
@@ -195,6 +236,7 @@ func (s *Server) Stop() {
 	case <-s.done:
 	case <-time.After(10 * time.Second):
 	}
+	s.cmd = nil
 }
 
 // Kill stops the server abruptly (for unavailability tests).
