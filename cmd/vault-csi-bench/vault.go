@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -85,15 +83,6 @@ func startVault(c *config) (*vaultSide, error) {
 // configureJWT enables jwt auth on an external Vault trusting a key the
 // bench generates, so it can mint tokens the way vaulttest does.
 func (v *vaultSide) configureJWT() error {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	v.key = key
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return err
-	}
 	auths, err := v.root.Sys().ListAuth()
 	if err != nil {
 		return fmt.Errorf("list auth mounts: %w", err)
@@ -101,14 +90,9 @@ func (v *vaultSide) configureJWT() error {
 	if _, ok := auths[v.authMount+"/"]; ok {
 		return fmt.Errorf("auth mount %q already exists on %s: pick another --auth-mount", v.authMount, v.addr)
 	}
-	if err := v.root.Sys().EnableAuthWithOptions(v.authMount, &vault.EnableAuthOptions{Type: "jwt"}); err != nil {
-		return fmt.Errorf("enable jwt auth at %s: %w", v.authMount, err)
-	}
 	mount := v.authMount
 	v.created = append(v.created, func() { _ = v.root.Sys().DisableAuth(mount) })
-	_, err = v.root.Logical().Write("auth/"+v.authMount+"/config", map[string]any{
-		"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))},
-	})
+	v.key, err = vaulttest.EnableJWTAuth(v.root, mount)
 	return err
 }
 
@@ -134,16 +118,7 @@ func (v *vaultSide) configure(c *config) error {
 	if v.srv == nil {
 		v.created = append(v.created, func() { _ = v.root.Sys().DeletePolicy(role) })
 	}
-	body := map[string]any{
-		"role_type":       "jwt",
-		"bound_audiences": []string{c.audience},
-		"user_claim":      "sub",
-		"bound_claims": map[string]any{
-			"/kubernetes.io/namespace":           c.namespace,
-			"/kubernetes.io/serviceaccount/name": c.sa,
-		},
-		"token_policies": []string{c.role},
-	}
+	body := vaulttest.RoleBody(c.audience, c.namespace, c.sa, c.role)
 	if _, err := v.root.Logical().Write("auth/"+v.authMount+"/role/"+c.role, body); err != nil {
 		return fmt.Errorf("create role: %w", err)
 	}
@@ -195,18 +170,7 @@ func (v *vaultSide) mint(p vaulttest.Pod, audience string) string {
 	if v.srv != nil {
 		return v.srv.TokenFor(p, audience, time.Hour)
 	}
-	now := time.Now()
-	return vaulttest.SignJWT(v.key, map[string]any{
-		"iss": "https://kubernetes.default.svc.cluster.local",
-		"sub": "system:serviceaccount:" + p.Namespace + ":" + p.ServiceAccount,
-		"aud": []string{audience},
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-		"kubernetes.io": map[string]any{
-			"namespace":      p.Namespace,
-			"pod":            map[string]any{"name": p.Name, "uid": p.UID},
-			"serviceaccount": map[string]any{"name": p.ServiceAccount, "uid": "sa-" + p.UID},
-		},
-	})
+	return vaulttest.MintToken(v.key, p, audience, time.Hour)
 }
 
 func (v *vaultSide) undo() {

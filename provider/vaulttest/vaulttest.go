@@ -243,29 +243,37 @@ func (s *Server) Stop() {
 func (s *Server) Kill() { s.Stop() }
 
 func (s *Server) configure() error {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := EnableJWTAuth(s.Root, s.JWTMount)
 	if err != nil {
 		return err
 	}
 	s.key = key
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-	sys := s.Root.Sys()
-	if err := sys.EnableAuthWithOptions(s.JWTMount, &vault.EnableAuthOptions{Type: "jwt"}); err != nil {
-		return fmt.Errorf("enable jwt auth: %w", err)
-	}
-	if _, err := s.Root.Logical().Write("auth/"+s.JWTMount+"/config", map[string]any{
-		"jwt_validation_pubkeys": []string{string(pubPEM)},
-	}); err != nil {
-		return fmt.Errorf("configure jwt auth: %w", err)
-	}
-	if err := sys.Mount("kv", &vault.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+	if err := s.Root.Sys().Mount("kv", &vault.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
 		return fmt.Errorf("mount kv v1: %w", err)
 	}
 	return nil
+}
+
+// EnableJWTAuth enables jwt auth at mount, trusting a new RSA key that it
+// returns: tokens signed with it (MintToken) log in as Kubernetes pods.
+func EnableJWTAuth(c *vault.Client, mount string) (*rsa.PrivateKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Sys().EnableAuthWithOptions(mount, &vault.EnableAuthOptions{Type: "jwt"}); err != nil {
+		return nil, fmt.Errorf("enable jwt auth at %s: %w", mount, err)
+	}
+	if _, err := c.Logical().Write("auth/"+mount+"/config", map[string]any{
+		"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))},
+	}); err != nil {
+		return nil, fmt.Errorf("configure jwt auth at %s: %w", mount, err)
+	}
+	return key, nil
 }
 
 // Role creates a jwt auth role bound to one namespace and service account,
@@ -279,16 +287,7 @@ func (s *Server) Role(t testing.TB, name, namespace, serviceAccount string, poli
 
 // CreateRole is Role without a testing.TB; ttl 0 keeps Vault's default.
 func (s *Server) CreateRole(name, namespace, serviceAccount string, ttl time.Duration, policies ...string) error {
-	body := map[string]any{
-		"role_type":       "jwt",
-		"bound_audiences": []string{"vault"},
-		"user_claim":      "sub",
-		"bound_claims": map[string]any{
-			"/kubernetes.io/namespace":           namespace,
-			"/kubernetes.io/serviceaccount/name": serviceAccount,
-		},
-		"token_policies": policies,
-	}
+	body := RoleBody("vault", namespace, serviceAccount, policies...)
 	if ttl > 0 {
 		body["token_ttl"] = int(ttl.Seconds())
 		body["token_max_ttl"] = int(3 * ttl.Seconds())
@@ -297,6 +296,21 @@ func (s *Server) CreateRole(name, namespace, serviceAccount string, ttl time.Dur
 		return fmt.Errorf("create role %s: %w", name, err)
 	}
 	return nil
+}
+
+// RoleBody is a jwt auth role for pods of one namespace and service
+// account, with tokens of the given audience, as a Kubernetes admin sets it.
+func RoleBody(audience, namespace, serviceAccount string, policies ...string) map[string]any {
+	return map[string]any{
+		"role_type":       "jwt",
+		"bound_audiences": []string{audience},
+		"user_claim":      "sub",
+		"bound_claims": map[string]any{
+			"/kubernetes.io/namespace":           namespace,
+			"/kubernetes.io/serviceaccount/name": serviceAccount,
+		},
+		"token_policies": policies,
+	}
 }
 
 // Policy writes a Vault ACL policy.
@@ -347,8 +361,14 @@ func (s *Server) Token(p Pod, ttl time.Duration) string {
 
 // TokenFor mints a token for any audience.
 func (s *Server) TokenFor(p Pod, audience string, ttl time.Duration) string {
+	return MintToken(s.key, p, audience, ttl)
+}
+
+// MintToken signs a token shaped like a Kubernetes projected
+// service-account token for the pod, valid for ttl.
+func MintToken(key *rsa.PrivateKey, p Pod, audience string, ttl time.Duration) string {
 	now := time.Now()
-	claims := map[string]any{
+	return SignJWT(key, map[string]any{
 		"iss": "https://kubernetes.default.svc.cluster.local",
 		"sub": "system:serviceaccount:" + p.Namespace + ":" + p.ServiceAccount,
 		"aud": []string{audience},
@@ -358,8 +378,7 @@ func (s *Server) TokenFor(p Pod, audience string, ttl time.Duration) string {
 			"pod":            map[string]any{"name": p.Name, "uid": p.UID},
 			"serviceaccount": map[string]any{"name": p.ServiceAccount, "uid": "sa-" + p.UID},
 		},
-	}
-	return SignJWT(s.key, claims)
+	})
 }
 
 // SignJWT signs claims with RS256.
