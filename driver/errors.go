@@ -20,7 +20,7 @@ func codeOf(err error) codes.Code {
 		return codes.OK
 	case status.Code(err) != codes.Unknown:
 		return status.Code(err)
-	case errors.As(err, &fe), errors.Is(err, provider.ErrInvalid):
+	case errors.As(err, &fe), errors.Is(err, provider.ErrInvalid), errors.Is(err, provider.ErrNotIssuing):
 		return codes.InvalidArgument
 	case errors.Is(err, provider.ErrDenied):
 		return codes.PermissionDenied

@@ -291,7 +291,7 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		if err := checkReadablePath(e.Path); err != nil {
 			return nil, fieldErr(field+".path", "%v", err)
 		}
-		s := provider.SecretSpec{File: e.File, Path: e.Path}
+		s := provider.SecretSpec{File: e.File, Path: e.Path, Index: i}
 		if e.Key != nil {
 			if *e.Key == "" || strings.ContainsRune(*e.Key, 0) {
 				return nil, fieldErr(field+".key", "must be a non-empty field name (omit it to write the whole secret as JSON)")
@@ -307,7 +307,7 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		}
 		if e.Args != nil {
 			if !IsIssuingPath(e.Path) {
-				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (pki/issue/<role>, pki_<x>/issue/<role>); %q is read", e.Path)
+				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (<pki mount>/issue/<role>); %q is read", e.Path)
 			}
 			s.Args = e.Args
 		}
@@ -382,18 +382,16 @@ func checkReadablePath(p string) error {
 	return nil
 }
 
-// IsIssuingPath reports whether a path is an endpoint that issues a
-// credential on write (and so takes args): <mount>/issue/<role> where the
-// mount's last segment is pki, pki_<x> or pki-<x>. Anything else is only ever read,
-// so args can never turn into a write to, say, a KV path named issue.
+// IsIssuingPath reports whether a path has the shape of an endpoint that
+// issues a credential on write (and so takes args): <mount>/issue/<role>,
+// which also covers <mount>/issuer/<ref>/issue/<role>. It is only a first
+// filter: the mount may have any name, so whether the path really is a PKI
+// issuing endpoint is asked of Vault before anything is written (the
+// provider's checkIssuing); a KV path spelled like one is never written.
 func IsIssuingPath(p string) bool {
 	parts := strings.Split(p, "/")
 	n := len(parts)
-	if n < 3 || parts[n-2] != "issue" || parts[n-1] == "" {
-		return false
-	}
-	m := parts[n-3] // the mount's last segment: team/pki is a PKI mount too
-	return m == "pki" || strings.HasPrefix(m, "pki_") || strings.HasPrefix(m, "pki-")
+	return n >= 3 && parts[n-2] == "issue" && parts[n-1] != "" && parts[0] != ""
 }
 
 // checkName accepts the short identifiers kubelet and pods pass: no
