@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"vaultcsi.dev/driver/driver/attributes"
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
@@ -91,6 +92,7 @@ const (
 	DefaultAudience       = "vault"
 	DefaultRotationPeriod = 2 * time.Minute
 	MinRotationPeriod     = 10 * time.Second
+	MaxRotationPeriod     = attributes.MaxRotationPeriod
 	DefaultMaxVolumeBytes = 8 << 20
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
@@ -130,6 +132,9 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	}
 	if cfg.RotationPeriod < MinRotationPeriod {
 		return nil, fmt.Errorf("rotation period %s is below the floor of %s", cfg.RotationPeriod, MinRotationPeriod)
+	}
+	if cfg.RotationPeriod > MaxRotationPeriod {
+		return nil, fmt.Errorf("rotation period %s is above the ceiling of %s", cfg.RotationPeriod, MaxRotationPeriod)
 	}
 	if cfg.MaxVolumeBytes == 0 {
 		cfg.MaxVolumeBytes = DefaultMaxVolumeBytes

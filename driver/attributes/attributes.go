@@ -49,6 +49,10 @@ const (
 	MaxPathLen      = 1024
 	// DataDirName is the atomic writer's symlink; no file may take its name.
 	DataDirName = "..data"
+	// MaxRotationPeriod bounds a volume's rotation period (and the driver's
+	// --rotation-period): 30 days is longer than any sensible refresh, and a
+	// bound keeps the due-time arithmetic far from time.Duration's limit.
+	MaxRotationPeriod = 720 * time.Hour
 )
 
 // Volume is a validated request for one volume.
@@ -129,8 +133,8 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 	}
 	if p, ok := volumeContext[AttrRotationPeriod]; ok {
 		d, err := time.ParseDuration(p)
-		if err != nil || d <= 0 {
-			return nil, fieldErr(AttrRotationPeriod, "must be a positive duration such as 5m")
+		if err != nil || d <= 0 || d > MaxRotationPeriod {
+			return nil, fieldErr(AttrRotationPeriod, "must be a positive duration of at most %s, such as 5m", fmtHours(MaxRotationPeriod))
 		}
 		v.RotationPeriod = d
 	}
@@ -314,6 +318,11 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		specs = append(specs, s)
 	}
 	return specs, nil
+}
+
+// fmtHours prints a whole-hour duration as 720h rather than 720h0m0s.
+func fmtHours(d time.Duration) string {
+	return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
 }
 
 // CheckFileName enforces that a volume-relative file name cannot escape the

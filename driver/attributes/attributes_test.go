@@ -245,6 +245,9 @@ func TestParseRejects(t *testing.T) {
 		{"rotationPeriod words", set(AttrRotationPeriod, "often"), AttrRotationPeriod},
 		{"rotationPeriod negative", set(AttrRotationPeriod, "-1m"), AttrRotationPeriod},
 		{"rotationPeriod zero", set(AttrRotationPeriod, "0s"), AttrRotationPeriod},
+		{"rotationPeriod above the bound", set(AttrRotationPeriod, "721h"), AttrRotationPeriod},
+		{"rotationPeriod that overflowed the due time", set(AttrRotationPeriod, "2562047h"), AttrRotationPeriod},
+		{"rotationPeriod at Duration's limit", set(AttrRotationPeriod, "2562047h47m16.854775807s"), AttrRotationPeriod},
 
 		// Token; each variant carries the token so a leak would show.
 		{"missing token", del(KeyTokens), KeyTokens},
@@ -331,6 +334,16 @@ func TestParseMaxFilesAccepted(t *testing.T) {
 	}
 	if len(v.Request.Secrets) != MaxFiles {
 		t.Errorf("got %d secrets, want %d", len(v.Request.Secrets), MaxFiles)
+	}
+}
+
+// The rotation period's upper bound is inclusive.
+func TestRotationPeriodAtBound(t *testing.T) {
+	ctx := baseContext()
+	ctx[AttrRotationPeriod] = "720h"
+	v, err := Parse(ctx, nil, audience)
+	if err != nil || v.RotationPeriod != MaxRotationPeriod {
+		t.Fatalf("Parse(720h) = %v, %v", v, err)
 	}
 }
 
