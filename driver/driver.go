@@ -44,7 +44,7 @@ type Observer interface {
 
 // Op describes one finished volume operation. It carries no secret value.
 type Op struct {
-	Kind     string // publish, republish, refresh, unpublish, deny
+	Kind     string // publish, republish, refresh, unpublish, deny, reject
 	Outcome  string // ok, unchanged, skipped, failed, kept-old
 	Code     string // gRPC code name for failures
 	Err      error
@@ -58,6 +58,7 @@ type Op struct {
 	LoggedIn bool   // a new Vault login (false: token reused)
 	Changed  bool   // files were rewritten
 	Rule     string // the access-policy rule that decided ("" when none)
+	Decision string // the access policy's answer (DecisionAllow, DecisionDeny); "" when it was not asked
 	Reason   string // why a refresh ran (period, lease, token, ...)
 	// MountedDelta and LeasesDelta move the mounted-volume and held-lease gauges.
 	MountedDelta, LeasesDelta int

@@ -154,16 +154,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	start := time.Now()
 	args, err := d.validatePublish(req)
 	if err != nil {
-		d.observer.Observe(Op{Kind: "publish", Outcome: "failed", Code: status.Code(err).String(), Err: err,
-			Target: req.GetTargetPath(), Latency: time.Since(start)})
-		return nil, err
+		return nil, d.reject(req, err, start)
 	}
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
 	mounted, err := tmpfs.IsMounted(args.target)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
 	if mounted {
 		rec, err := d.store.Get(args.target)
@@ -177,7 +175,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return d.republish(ctx, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
-		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
+		return nil, d.reject(req, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target), start)
 	}
 	return d.firstPublish(ctx, args, start)
 }
@@ -190,10 +188,8 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		d.observer.Observe(op)
 		return nil, err
 	}
-	dec, err := d.authorize(ctx, a.vol)
-	op.Rule = dec.Rule
-	if err != nil {
-		if status.Code(err) == codes.PermissionDenied {
+	if err := d.decide(ctx, a, &op); err != nil {
+		if op.Decision == DecisionDeny {
 			op.Kind = "deny"
 		}
 		return fail(err)

@@ -161,8 +161,7 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	op.Reason = plan.reason
 	heldBefore := leases(rec.Secrets)
 	r := &refresh{d: d, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
-	dec, err := d.authorize(ctx, a.vol)
-	op.Rule = dec.Rule
+	err := d.decide(ctx, a, &op)
 	if err == nil {
 		var release func()
 		if release, err = d.acquire(ctx); err == nil {

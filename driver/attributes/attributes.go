@@ -441,3 +441,32 @@ func yamlMsg(err error) string {
 	}
 	return printable(msg)
 }
+
+// maxClaimedLen bounds each value Claimed returns: a Kubernetes name is at
+// most 253 bytes, anything longer is not one.
+const maxClaimedLen = 253
+
+// Claimed returns the pod identity and role the volume context claims,
+// without validating them, for the audit line of a request that failed
+// validation (possibly because of these very values). Values are cut to
+// maxClaimedLen bytes and control characters replaced; missing ones are "".
+func Claimed(volumeContext map[string]string) (provider.Identity, string) {
+	clip := func(key string) string {
+		s := volumeContext[key]
+		if len(s) > maxClaimedLen {
+			s = s[:maxClaimedLen] + "..."
+		}
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, s)
+	}
+	return provider.Identity{
+		Namespace:      clip(KeyPodNamespace),
+		PodName:        clip(KeyPodName),
+		PodUID:         clip(KeyPodUID),
+		ServiceAccount: clip(KeyServiceAccount),
+	}, clip(AttrRole)
+}

@@ -505,3 +505,27 @@ func checkAccepted(t *testing.T, v *Volume) {
 		t.Fatalf("%d specs but %d distinct files", len(specs), len(files))
 	}
 }
+
+// Claimed reads the identity a volume context claims, unvalidated but
+// bounded and on one line, for the audit line of a rejected request.
+func TestClaimed(t *testing.T) {
+	long := strings.Repeat("n", 300)
+	tests := []struct {
+		name     string
+		vc       map[string]string
+		wantPod  provider.Identity
+		wantRole string
+	}{
+		{"kubelet's keys", baseContext(), provider.Identity{Namespace: "shop", PodName: "payment-1",
+			PodUID: "0e8a1c3a-8d7e-4c61-9a51-1d3c4f6f2b10", ServiceAccount: "payment"}, "payments"},
+		{"nothing", nil, provider.Identity{}, ""},
+		{"too long and multi-line", map[string]string{KeyPodName: long, KeyPodNamespace: "a\nb\x00", AttrRole: "r\r"},
+			provider.Identity{PodName: long[:maxClaimedLen] + "...", Namespace: "a?b?"}, "r?"},
+	}
+	for _, tt := range tests {
+		pod, role := Claimed(tt.vc)
+		if pod != tt.wantPod || role != tt.wantRole {
+			t.Errorf("%s: Claimed = %+v %q, want %+v %q", tt.name, pod, role, tt.wantPod, tt.wantRole)
+		}
+	}
+}
