@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -273,17 +274,20 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 	case errors.Is(err, os.ErrNotExist):
 		return false, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", a.target)
 	default:
-		return false, status.Errorf(codes.Internal, "target_path: %v", err)
+		return false, toStatus(fmt.Errorf("target_path: %w", err))
 	}
-	if err := tmpfs.Mount(a.target, tmpfs.Options{
+	opts := tmpfs.Options{
 		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
-	}); err != nil {
-		return created, status.Error(codes.Internal, err.Error())
+	}
+	if err := tmpfs.Mount(a.target, opts); err != nil {
+		return created, toStatus(err)
 	}
 	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
-		return created, status.Errorf(codes.Internal, "write files: %v", err)
+		// Out of bytes or inodes is ResourceExhausted (codeOf); say the limits.
+		return created, toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
+			opts.SizeBytes, opts.Inodes, err))
 	}
 	return created, nil
 }
@@ -361,7 +365,8 @@ func podRef(p provider.Identity) klog.ObjectRef {
 func writeFiles(target string, files []atomicwriter.File, gid int) (bool, error) {
 	changed, err := atomicwriter.Write(target, files, atomicwriter.Options{GID: gid})
 	if err != nil {
-		return changed, status.Errorf(codes.Internal, "write files: %v", err)
+		// ENOSPC and friends become ResourceExhausted in codeOf.
+		return changed, toStatus(fmt.Errorf("write files: %w", err))
 	}
 	return changed, nil
 }
