@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -154,16 +155,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	start := time.Now()
 	args, err := d.validatePublish(req)
 	if err != nil {
-		d.observer.Observe(Op{Kind: "publish", Outcome: "failed", Code: status.Code(err).String(), Err: err,
-			Target: req.GetTargetPath(), Latency: time.Since(start)})
-		return nil, err
+		return nil, d.reject(req, err, start)
 	}
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
 	mounted, err := tmpfs.IsMounted(args.target)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
 	if mounted {
 		rec, err := d.store.Get(args.target)
@@ -177,7 +176,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return d.republish(ctx, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
-		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
+		return nil, d.reject(req, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target), start)
 	}
 	return d.firstPublish(ctx, args, start)
 }
@@ -190,10 +189,8 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		d.observer.Observe(op)
 		return nil, err
 	}
-	dec, err := d.authorize(ctx, a.vol)
-	op.Rule = dec.Rule
-	if err != nil {
-		if status.Code(err) == codes.PermissionDenied {
+	if err := d.decide(ctx, a, &op); err != nil {
+		if op.Decision == DecisionDeny {
 			op.Kind = "deny"
 		}
 		return fail(err)
@@ -277,17 +274,20 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 	case errors.Is(err, os.ErrNotExist):
 		return false, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", a.target)
 	default:
-		return false, status.Errorf(codes.Internal, "target_path: %v", err)
+		return false, toStatus(fmt.Errorf("target_path: %w", err))
 	}
-	if err := tmpfs.Mount(a.target, tmpfs.Options{
+	opts := tmpfs.Options{
 		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
-	}); err != nil {
-		return created, status.Error(codes.Internal, err.Error())
+	}
+	if err := tmpfs.Mount(a.target, opts); err != nil {
+		return created, toStatus(err)
 	}
 	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
-		return created, status.Errorf(codes.Internal, "write files: %v", err)
+		// Out of bytes or inodes is ResourceExhausted (codeOf); say the limits.
+		return created, toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
+			opts.SizeBytes, opts.Inodes, err))
 	}
 	return created, nil
 }
@@ -365,7 +365,8 @@ func podRef(p provider.Identity) klog.ObjectRef {
 func writeFiles(target string, files []atomicwriter.File, gid int) (bool, error) {
 	changed, err := atomicwriter.Write(target, files, atomicwriter.Options{GID: gid})
 	if err != nil {
-		return changed, status.Errorf(codes.Internal, "write files: %v", err)
+		// ENOSPC and friends become ResourceExhausted in codeOf.
+		return changed, toStatus(fmt.Errorf("write files: %w", err))
 	}
 	return changed, nil
 }
