@@ -172,7 +172,7 @@ func (p *Policy) Decide(s Subject) Decision {
 
 	// done[i] is set once path i is allowed; a deny ends the evaluation.
 	var buf [32]bool
-	done := buf[:0]
+	var done []bool
 	if len(s.Paths) <= len(buf) {
 		done = buf[:len(s.Paths)]
 	} else {
