@@ -83,7 +83,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	}
 	vol, err := attributes.Parse(req.GetVolumeContext(), req.GetSecrets(), d.cfg.Audience)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, toStatus(err) // InvalidArgument; PermissionDenied for a token of another identity
 	}
 	if err := d.checkTarget(target, vol.Request.Pod.PodUID); err != nil {
 		return nil, err
