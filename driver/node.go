@@ -47,6 +47,12 @@ type publishArgs struct {
 	gid    int
 	vol    *attributes.Volume
 	hash   string
+
+	// tg holds the target's parent open, resolved with no symlink; dir
+	// (tg.Path()) names the target through it for every file operation,
+	// target (kubelet's path) is the key in state, logs and events.
+	tg  *tmpfs.Target
+	dir string
 }
 
 func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArgs, error) {
@@ -88,10 +94,9 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	if err := d.checkTarget(target, vol.Request.Pod.PodUID); err != nil {
 		return nil, err
 	}
-	if isLink, err := tmpfs.IsSymlink(target); err != nil {
-		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
-	} else if isLink {
-		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q is a symlink", target)
+	tg, err := d.openTarget(target)
+	if err != nil {
+		return nil, err
 	}
 	if vol.RotationPeriod != 0 && vol.RotationPeriod < d.cfg.RotationPeriod {
 		// A pod may lengthen the period, never shorten it (Vault load).
@@ -100,7 +105,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	if vol.RotationPeriod == 0 {
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
-	return &publishArgs{target: target, volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
+	return &publishArgs{target: target, tg: tg, dir: tg.Path(), volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
 }
 
 // checkIDAndTarget validates the two fields every node call carries.
@@ -133,6 +138,26 @@ func (d *Driver) checkTarget(target, podUID string) error {
 	return nil
 }
 
+// openTarget resolves the target with no symlink in any component (beneath
+// --kubelet-dir when set, else from /): only its last component was ever
+// checked before, so a link at pods/<uid> or above redirected the mount.
+func (d *Driver) openTarget(target string) (*tmpfs.Target, error) {
+	tg, err := tmpfs.Resolve(d.cfg.KubeletDir, target)
+	switch {
+	case err == nil:
+		return tg, nil
+	case errors.Is(err, tmpfs.ErrSymlink):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q: %v (a symlink is never followed)", target, err)
+	case errors.Is(err, tmpfs.ErrOutside):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q is not below --kubelet-dir %s", target, d.cfg.KubeletDir)
+	case errors.Is(err, tmpfs.ErrNotDir):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q: %v", target, err)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", target)
+	}
+	return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+}
+
 // requestHash identifies what a volume asks for, excluding the token
 // kubelet refreshes on each call.
 func requestHash(v *attributes.Volume, gid int) string {
@@ -158,10 +183,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			Target: req.GetTargetPath(), Latency: time.Since(start)})
 		return nil, err
 	}
+	defer args.tg.Close()
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
-	mounted, err := tmpfs.IsMounted(args.target)
+	mounted, err := tmpfs.IsMounted(args.dir)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
 	}
@@ -173,7 +199,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		// With no record (a lost or moved state dir), a tmpfs in our ..data
 		// layout is still ours: refresh it rather than fail, since an error
 		// on a re-publish makes kubelet drop the mount.
-		if _, lerr := os.Readlink(filepath.Join(args.target, "..data")); rec != nil || err != nil || lerr == nil {
+		if _, lerr := os.Readlink(filepath.Join(args.dir, "..data")); rec != nil || err != nil || lerr == nil {
 			return d.republish(ctx, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
@@ -219,7 +245,7 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	}
 	created, err := d.mountAndWrite(a, files)
 	if err != nil {
-		d.cleanupTarget(a.target, created)
+		d.cleanupTarget(a.dir, created)
 		release()
 		return fail(err)
 	}
@@ -232,7 +258,7 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10),
 	}
 	if err := d.store.Put(rec); err != nil {
-		d.cleanupTarget(a.target, created)
+		d.cleanupTarget(a.dir, created)
 		release()
 		return fail(err)
 	}
@@ -264,14 +290,16 @@ func (d *Driver) files(in []provider.File, gid int) ([]atomicwriter.File, error)
 // mountAndWrite creates the target if needed, mounts the tmpfs and writes
 // the first payload. It reports whether it created the target directory.
 func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (created bool, err error) {
-	switch err := os.Mkdir(a.target, 0o750); {
+	// Through the parent held open since the check: a component swapped
+	// for a symlink meanwhile cannot redirect the mkdir, mount or writes.
+	switch err := a.tg.Mkdir(0o750); {
 	case err == nil:
 		created = true
 	case errors.Is(err, os.ErrExist):
-		if info, serr := os.Lstat(a.target); serr != nil || !info.IsDir() {
+		if info, serr := os.Lstat(a.dir); serr != nil || !info.IsDir() {
 			return false, status.Errorf(codes.InvalidArgument, "target_path: %q exists and is not a directory", a.target)
 		}
-		if entries, _ := os.ReadDir(a.target); len(entries) > 0 {
+		if entries, _ := os.ReadDir(a.dir); len(entries) > 0 {
 			return false, status.Errorf(codes.FailedPrecondition, "target_path: %q is not empty", a.target)
 		}
 	case errors.Is(err, os.ErrNotExist):
@@ -279,20 +307,21 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 	default:
 		return false, status.Errorf(codes.Internal, "target_path: %v", err)
 	}
-	if err := tmpfs.Mount(a.target, tmpfs.Options{
+	if err := a.tg.Mount(tmpfs.Options{
 		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
 	}); err != nil {
 		return created, status.Error(codes.Internal, err.Error())
 	}
-	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
+	if _, err := atomicwriter.Write(a.dir, files, atomicwriter.Options{GID: a.gid}); err != nil {
 		return created, status.Errorf(codes.Internal, "write files: %v", err)
 	}
 	return created, nil
 }
 
 // cleanupTarget undoes a failed first publish: nothing stays mounted.
+// target is publishArgs.dir (the path through the checked parent).
 func (d *Driver) cleanupTarget(target string, created bool) {
 	if err := tmpfs.Unmount(target); err != nil {
 		klog.ErrorS(err, "cleanup after failed publish", "target", target)
@@ -310,6 +339,12 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
 		return nil, err
 	}
+	tg, err := d.openTarget(target)
+	gone := status.Code(err) == codes.NotFound // no parent: nothing on disk to undo
+	if err != nil && !gone {
+		return nil, err
+	}
+	defer tg.Close()
 	unlock := d.locks.lock(target)
 	defer unlock()
 
@@ -329,11 +364,13 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 			}
 		}
 	}
-	if err := tmpfs.Unmount(target); err != nil {
-		return nil, status.Errorf(codes.Internal, "unmount: %v", err)
-	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+	if !gone {
+		if err := tmpfs.Unmount(tg.Path()); err != nil {
+			return nil, status.Errorf(codes.Internal, "unmount: %v", err)
+		}
+		if err := tg.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+		}
 	}
 	if err := d.store.Delete(target); err != nil {
 		klog.ErrorS(err, "delete volume state", "target", target)

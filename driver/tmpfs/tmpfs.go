@@ -5,7 +5,6 @@ package tmpfs
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 )
@@ -81,16 +80,4 @@ func Unmount(target string) error {
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
-}
-
-// IsSymlink reports whether p exists and is a symbolic link.
-func IsSymlink(p string) (bool, error) {
-	info, err := os.Lstat(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return info.Mode()&os.ModeSymlink != 0, nil
 }

@@ -302,36 +302,3 @@ func TestUnmountBusy(t *testing.T) {
 		t.Errorf("reader lost its open file: %q, %v", buf, err)
 	}
 }
-
-func TestIsSymlink(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "link")
-	if err := os.Symlink(file, link); err != nil {
-		t.Fatal(err)
-	}
-	dangling := filepath.Join(dir, "dangling")
-	if err := os.Symlink(filepath.Join(dir, "nowhere"), dangling); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name string
-		path string
-		want bool
-	}{
-		{"symlink", link, true},
-		{"dangling symlink", dangling, true},
-		{"regular file", file, false},
-		{"directory", dir, false},
-		{"missing", filepath.Join(dir, "missing"), false},
-	}
-	for _, tt := range tests {
-		got, err := IsSymlink(tt.path)
-		if err != nil || got != tt.want {
-			t.Errorf("%s: IsSymlink = %v, %v; want %v", tt.name, got, err, tt.want)
-		}
-	}
-}
