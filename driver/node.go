@@ -138,6 +138,22 @@ func (d *Driver) checkTarget(target, podUID string) error {
 	return nil
 }
 
+// checkUnpublishTarget applies publish's layout check to an unpublish,
+// which carries no pod: the uid is the target's own pods/<uid> component
+// and must be a UUID.
+func (d *Driver) checkUnpublishTarget(target string) error {
+	if d.cfg.KubeletDir == "" {
+		return nil
+	}
+	rest, _ := strings.CutPrefix(target, filepath.Join(d.cfg.KubeletDir, "pods")+"/")
+	uid, _, _ := strings.Cut(rest, "/")
+	if !attributes.IsUUID(uid) {
+		return status.Errorf(codes.InvalidArgument, "target_path: %q is not %s/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount",
+			target, d.cfg.KubeletDir)
+	}
+	return d.checkTarget(target, uid)
+}
+
 // openTarget resolves the target with no symlink in any component (beneath
 // --kubelet-dir when set, else from /): only its last component was ever
 // checked before, so a link at pods/<uid> or above redirected the mount.
@@ -332,11 +348,16 @@ func (d *Driver) cleanupTarget(target string, created bool) {
 }
 
 // NodeUnpublishVolume revokes the volume's Vault token (and with it its
-// leases), unmounts and removes the target. Unknown targets succeed.
+// leases), unmounts and removes the target. Unknown targets succeed; a
+// target that holds something the driver did not make is refused and left
+// as it is.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	start := time.Now()
 	target := req.GetTargetPath()
 	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
+		return nil, err
+	}
+	if err := d.checkUnpublishTarget(target); err != nil {
 		return nil, err
 	}
 	tg, err := d.openTarget(target)
@@ -347,6 +368,11 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	defer tg.Close()
 	unlock := d.locks.lock(target)
 	defer unlock()
+	if !gone {
+		if err := checkOwnTarget(tg.Path(), target); err != nil {
+			return nil, err
+		}
+	}
 
 	rec, err := d.store.Get(target)
 	if err != nil {
@@ -381,6 +407,46 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		d.observer.Observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// checkOwnTarget lets an unpublish touch only what a publish makes: a
+// tmpfs the driver mounted (source tmpfs.Source), an empty directory, or
+// nothing. Anything else (another pod's memory emptyDir, the driver's own
+// state dir, a directory with files) is FailedPrecondition, untouched.
+// dir is the target through its checked parent; target names it in errors.
+func checkOwnTarget(dir, target string) error {
+	info, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	case !info.IsDir():
+		return status.Errorf(codes.FailedPrecondition, "target_path: %q is not a directory; not a volume of this driver, left as it is", target)
+	}
+	mounted, err := tmpfs.IsMounted(dir)
+	if err != nil {
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	if mounted {
+		owned, err := tmpfs.Owned(dir)
+		if err != nil {
+			return status.Errorf(codes.Internal, "target_path: %v", err)
+		}
+		if !owned {
+			return status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make (not a %s tmpfs); left mounted", target, tmpfs.Source)
+		}
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "target_path: %q is a directory with files, not a volume the driver mounted; left as it is", target)
+	}
+	return nil
 }
 
 func paths(v *attributes.Volume) []string {

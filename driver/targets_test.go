@@ -10,6 +10,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
 // kubeletTarget is kubelet's target path for a pod's csi volume.
@@ -43,6 +45,120 @@ func assertUntouched(t *testing.T, dir string, mounted bool) {
 	if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "keep me" {
 		t.Errorf("%s: contents changed: %q, %v", dir, b, err)
 	}
+}
+
+// NodeUnpublishVolume unmounts only a tmpfs the driver made, at a target
+// that passes publish's layout check; anything else is refused and left
+// as it is (it unmounted another pod's memory emptyDir before).
+func TestUnpublishOnlyOwnVolumes(t *testing.T) {
+	kubelet := t.TempDir()
+	d := startDriver(t, "--kubelet-dir="+kubelet)
+	other := vaulttest.PodUID("shop/web-0")
+
+	emptyDir := filepath.Join(kubelet, "pods", other, "volumes", "kubernetes.io~empty-dir", "cache")
+	mountForeign(t, emptyDir)
+	foreignAtCSI := kubeletTarget(kubelet, other, "foreign")
+	mountForeign(t, foreignAtCSI)
+	plainDir := kubeletTarget(kubelet, other, "plain")
+	if err := os.MkdirAll(plainDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(plainDir, "data"), []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "mount")
+	mountForeign(t, outside)
+
+	for _, tt := range []struct {
+		name, target string
+		code         codes.Code
+		mounted      bool
+	}{
+		{"foreign tmpfs at a kubelet-shaped target", foreignAtCSI, codes.FailedPrecondition, true},
+		{"plain directory with files", plainDir, codes.FailedPrecondition, false},
+		{"another pod's memory emptyDir", emptyDir, codes.InvalidArgument, true},
+		{"a target outside the kubelet dir", outside, codes.InvalidArgument, true},
+		{"the driver's state dir", d.stateDir, codes.InvalidArgument, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: tt.target})
+			if status.Code(err) != tt.code || !strings.Contains(err.Error(), "target_path") {
+				t.Fatalf("err = %v, want %v naming target_path", err, tt.code)
+			}
+			if tt.target != d.stateDir {
+				assertUntouched(t, tt.target, tt.mounted)
+			}
+		})
+	}
+
+	// A kubelet-shaped target that is gone (or never was) succeeds.
+	for _, gone := range []string{kubeletTarget(kubelet, other, "never"), kubeletTarget(kubelet, vaulttest.PodUID("gone"), "v")} {
+		if _, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: gone}); err != nil {
+			t.Errorf("unpublish of unknown %s: %v", gone, err)
+		}
+	}
+
+	// The driver's own volume still unmounts, and an empty target dir
+	// (kubelet's, after a failed publish) is removed.
+	own := kubeletTarget(kubelet, shopPod.UID, "secrets")
+	if err := os.MkdirAll(filepath.Dir(own), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(own, syscall.MNT_DETACH) })
+	if _, err := d.node.NodePublishVolume(ctxT(t), volume{target: own, pod: shopPod, secrets: threeSecrets}.request()); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	empty := kubeletTarget(kubelet, shopPod.UID, "empty")
+	if err := os.MkdirAll(empty, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{own, empty} {
+		if _, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target}); err != nil {
+			t.Fatalf("unpublish %s: %v", target, err)
+		}
+		if _, err := os.Lstat(target); !os.IsNotExist(err) {
+			t.Errorf("%s still there: %v", target, err)
+		}
+	}
+}
+
+// Without --kubelet-dir there is no layout to check, but the driver still
+// unmounts only its own tmpfs: its state dir (here a tmpfs mount of its
+// own, as a memory emptyDir in the DaemonSet) is refused and left alone.
+func TestUnpublishRefusesStateDir(t *testing.T) {
+	stateDir := filepath.Join(t.TempDir(), "state")
+	mountForeign(t, stateDir)
+	d := startDriver(t, "--state-dir="+stateDir)
+	target := newTarget(t)
+	if _, err := d.node.NodePublishVolume(ctxT(t), volume{target: target, pod: shopPod, secrets: threeSecrets}.request()); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	records := func() int {
+		entries, err := os.ReadDir(stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := records()
+	_, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: stateDir})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("unpublish of the state dir: %v, want FailedPrecondition", err)
+	}
+	assertUntouched(t, stateDir, true)
+	if after := records(); after != before || before < 2 {
+		t.Errorf("state dir entries %d -> %d (want the volume's record kept)", before, after)
+	}
+	// A plain directory with files is refused too.
+	plain := t.TempDir()
+	if err := os.WriteFile(filepath.Join(plain, "data"), []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: plain}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("unpublish of a plain dir with files: %v, want FailedPrecondition", err)
+	}
+	assertUntouched(t, plain, false)
+	unpublish(t, d, target)
 }
 
 // A symlink at any component of the target (not only the last) is refused
