@@ -302,3 +302,18 @@ func TestUnmountBusy(t *testing.T) {
 		t.Errorf("reader lost its open file: %q, %v", buf, err)
 	}
 }
+
+// Unmount of a symlink to a mount leaves that mount alone.
+func TestUnmountDoesNotFollowSymlink(t *testing.T) {
+	target := mountT(t, Options{SizeBytes: 1 << 20, Inodes: 64, GID: -1})
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Unmount(link); err != nil {
+		t.Fatalf("Unmount(link): %v", err)
+	}
+	if m, _ := IsMounted(target); !m {
+		t.Error("Unmount followed the symlink")
+	}
+}
