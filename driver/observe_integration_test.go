@@ -260,7 +260,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 		`path "pki/issue/web" { capabilities = ["create", "update"] }`)
 	v.Role(t, "obs", "shop", "payment", "obs")
 	d := startObservedDriver(t, v, "--policy-file="+writePolicyFile(t, obsPolicy))
-	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-obs-5c8d", UID: "0b5e1c55-obs0-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
+	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-obs-5c8d", UID: "0b5e1c55-0b50-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
 	targetA, targetB, targetC := newTarget(t), newTarget(t), newTarget(t)
 	volA := volume{target: targetA, pod: pod, role: "obs", secrets: obsSecrets}
 
