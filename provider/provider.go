@@ -90,6 +90,9 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
 	base.ClearToken() // never inherit VAULT_TOKEN from the environment
+	// After NewClient: vault/api type-asserts *http.Transport while it
+	// configures TLS and the address.
+	vc.HttpClient.Transport = &limitTransport{base: tr, max: MaxResponseBytes}
 	return &Provider{cfg: cfg, base: base}, nil
 }
 
@@ -345,9 +348,9 @@ func (k *call) read(ctx context.Context, path string, args map[string]string) (*
 		for k, v := range args {
 			body[k] = v
 		}
-		secret, err = k.c.Logical().WriteWithContext(ctx, path, body)
+		secret, err = k.put(ctx, path, body)
 	} else {
-		secret, err = k.c.Logical().ReadWithContext(ctx, path)
+		secret, err = k.get(ctx, path)
 	}
 	if err == nil && secret == nil {
 		// vault/api answers a 404 with no secret and no error.
@@ -417,6 +420,10 @@ func (p *Provider) Release(ctx context.Context, s *Session) error {
 func (k *call) wrap(ctx context.Context, what string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s: %w", what, ctxErr)
+	}
+	var be *bodyError
+	if errors.As(err, &be) {
+		return fmt.Errorf("%s: %w", what, be.err)
 	}
 	var re *vault.ResponseError
 	if errors.As(err, &re) {
