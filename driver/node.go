@@ -100,6 +100,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	if vol.RotationPeriod == 0 {
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
+	vol.Request.MaxVolumeBytes = d.cfg.MaxVolumeBytes
 	return &publishArgs{target: target, volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
 }
 
@@ -252,7 +253,7 @@ func (d *Driver) files(in []provider.File, gid int) ([]atomicwriter.File, error)
 			mode = d.cfg.FileMode
 		}
 		// tmpfs charges whole pages: count them, not bytes.
-		total += (int64(len(f.Data)) + 4095) / 4096 * 4096
+		total += provider.PageBytes(len(f.Data))
 		out = append(out, atomicwriter.File{Name: f.Name, Data: f.Data, Mode: mode})
 	}
 	if total > d.cfg.MaxVolumeBytes {

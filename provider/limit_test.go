@@ -114,6 +114,47 @@ func putUnescaped(t *testing.T, v *vaulttest.Server, path string, data map[strin
 	resp.Body.Close()
 }
 
+// The attack of issue 9 against the provider: 256 files that each ask for
+// the whole map of one ~1 MiB secret. Rendering shares one copy, counts
+// each file's pages, and stops at the first file past the volume limit.
+func TestFetchVolumeLimitStopsRendering(t *testing.T) {
+	v, p := setupLimits(t)
+	v.PutKV1(t, "big", map[string]any{"blob": strings.Repeat("x", 1<<20-64)})
+	const limit = 8 << 20
+	specs := func(n int) []provider.SecretSpec {
+		out := make([]provider.SecretSpec, n)
+		for i := range out {
+			out[i] = provider.SecretSpec{File: fmt.Sprintf("f%03d", i), Path: "kv/big"}
+		}
+		return out
+	}
+
+	t.Run("256 files", func(t *testing.T) {
+		req := request(v, specs(256)...)
+		req.MaxVolumeBytes = limit
+		_, err := p.Fetch(context.Background(), req)
+		// Each file costs 256 pages: 8 fit, the 9th (f008) passes the limit.
+		if !errors.Is(err, provider.ErrTooLarge) || !strings.Contains(err.Error(), "file f008 ") || !strings.Contains(err.Error(), "8388608") {
+			t.Fatalf("err = %v, want ErrTooLarge naming f008 and the limit", err)
+		}
+	})
+	t.Run("8 files share one copy", func(t *testing.T) {
+		req := request(v, specs(8)...)
+		req.MaxVolumeBytes = limit
+		res, err := p.Fetch(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Release(context.Background(), res.Session)
+		first := res.Files[0].Data
+		for _, f := range res.Files {
+			if len(f.Data) != len(first) || &f.Data[0] != &first[0] {
+				t.Errorf("file %s does not share the rendered copy", f.Name)
+			}
+		}
+	})
+}
+
 // A response whose Content-Length is over the limit is refused before its
 // body is read. (A real Vault streams large bodies without one; a proxy
 // in front of it, or a hostile server, can send one.)

@@ -106,6 +106,8 @@ type call struct {
 	c        *vault.Client
 	requests atomic.Int32
 	scrub    []string // credentials to cut out of any error text
+	// The request's volume limit (see Request).
+	maxVolume int64
 }
 
 func (p *Provider) newCall(namespace string) (*call, error) {
@@ -154,6 +156,7 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 		return res, err
 	}
 	k.scrub = []string{req.JWT}
+	k.maxVolume = req.MaxVolumeBytes
 	sess := req.Session
 	if sess != nil && !sess.Usable(time.Now()) {
 		sess = nil
@@ -264,30 +267,39 @@ func keyOf(s SecretSpec) readKey {
 }
 
 type readResult struct {
-	secret *vault.Secret
-	info   SecretInfo
-	err    error
+	info SecretInfo
+	err  error
 }
 
+// readAll reads each distinct path once and renders its files as soon as
+// it arrives, stopping at the volume limit.
 func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []SecretInfo, error) {
 	order := make([]readKey, 0, len(specs))
 	results := make(map[readKey]*readResult, len(specs))
-	for _, s := range specs {
+	filesOf := make(map[readKey][]int, len(specs))
+	argsOf := make(map[readKey]map[string]string, len(specs))
+	for i, s := range specs {
 		rk := keyOf(s)
 		if _, ok := results[rk]; !ok {
 			results[rk] = &readResult{}
 			order = append(order, rk)
 		}
+		filesOf[rk] = append(filesOf[rk], i)
+		argsOf[rk] = s.Args
 	}
-	argsOf := make(map[readKey]map[string]string, len(order))
-	for _, s := range specs {
-		argsOf[keyOf(s)] = s.Args
-	}
+	rd := &renderer{specs: specs, files: make([]File, len(specs)), limit: k.maxVolume}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	readOne := func(rk readKey, r *readResult) {
+		// The decoded secret is garbage once its files are rendered.
+		var secret *vault.Secret
+		secret, r.info, r.err = k.read(ctx, rk.path, argsOf[rk])
+		if r.err == nil {
+			r.err = rd.renderRead(secret, r.info, filesOf[rk])
+		}
+	}
 	if len(order) == 1 {
-		r := results[order[0]]
-		r.secret, r.info, r.err = k.read(ctx, order[0].path, argsOf[order[0]])
+		readOne(order[0], results[order[0]])
 	} else {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, maxParallel)
@@ -296,7 +308,7 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 			sem <- struct{}{}
 			go func(rk readKey, r *readResult) {
 				defer func() { <-sem; wg.Done() }()
-				r.secret, r.info, r.err = k.read(ctx, rk.path, argsOf[rk])
+				readOne(rk, r)
 				if r.err != nil {
 					cancel() // all or nothing: stop the other reads early
 				}
@@ -317,20 +329,11 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 	if firstErr != nil {
 		return nil, nil, firstErr
 	}
-	files := make([]File, 0, len(specs))
-	for _, s := range specs {
-		r := results[keyOf(s)]
-		data, err := extract(r.secret, r.info, s)
-		if err != nil {
-			return nil, nil, err
-		}
-		files = append(files, File{Name: s.File, Data: data, Mode: s.Mode})
-	}
 	infos := make([]SecretInfo, 0, len(order))
 	for _, rk := range order {
 		infos = append(infos, results[rk].info)
 	}
-	return files, infos, nil
+	return rd.files, infos, nil
 }
 
 // read fetches one path: a GET for plain secrets, a PUT with args for
