@@ -83,6 +83,13 @@ type Config struct {
 	// bound keeps a burst of pods (or a mass rotation) from growing memory
 	// and Vault load without limit. Skipped re-publishes never wait.
 	MaxConcurrentFetches int
+	// MaxBytesInFlight bounds the memory all fetches in flight hold at
+	// once (Vault responses being decoded, files rendered but not yet
+	// written); see provider.Budget. At least provider.MinBudget of
+	// MaxVolumeBytes plus every fetch's up-front reservation, so a volume
+	// at the limit can always be fetched; 0 picks DefaultMaxBytesInFlight
+	// or that minimum, whichever is larger.
+	MaxBytesInFlight int64
 }
 
 // Defaults for Config fields left zero.
@@ -95,6 +102,13 @@ const (
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
 	DefaultMaxFetches     = 16
+	// DefaultMaxBytesInFlight fits the chart's 256 MiB memory limit: the
+	// Go heap may grow to about twice what is live before a collection,
+	// so 64 MiB in flight plus the driver's own ~30 MiB stays near 190 MiB.
+	DefaultMaxBytesInFlight = 64 << 20
+	// fetchReserve is what each fetch reserves before it starts: enough
+	// for a volume of small secrets, so most fetches never charge beyond it.
+	fetchReserve = 64 << 10
 )
 
 // Driver serves CSI Identity and Node.
@@ -112,6 +126,7 @@ type Driver struct {
 	policy   func() *policy.Policy
 	pods     PodLabeler
 	fetchSem chan struct{}
+	budget   *provider.Budget
 }
 
 // New checks the configuration.
@@ -143,6 +158,16 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if cfg.MaxConcurrentFetches <= 0 {
 		cfg.MaxConcurrentFetches = DefaultMaxFetches
 	}
+	// One volume's worst case, plus every fetch's up-front reservation: a
+	// fetch that waits for a whole volume's room is then always served.
+	least := provider.MinBudget(cfg.MaxVolumeBytes) + int64(cfg.MaxConcurrentFetches)*fetchReserve
+	if cfg.MaxBytesInFlight == 0 {
+		cfg.MaxBytesInFlight = max(DefaultMaxBytesInFlight, least)
+	}
+	if cfg.MaxBytesInFlight < least {
+		return nil, fmt.Errorf("max bytes in flight %d is below %d, what one volume of %d bytes may need while it is fetched",
+			cfg.MaxBytesInFlight, least, cfg.MaxVolumeBytes)
+	}
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
 	}
@@ -157,6 +182,7 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 		cfg: cfg, fetcher: f, store: store, observer: obs,
 		ready: make(chan struct{}), rand: rand.Float64,
 		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
+		budget:   provider.NewBudget(cfg.MaxBytesInFlight),
 	}, nil
 }
 
@@ -251,13 +277,20 @@ func (k *keyedMutex) lock(key string) func() {
 	}
 }
 
-// acquire waits for a Vault slot; it returns a release func, or the
-// context's error when kubelet gives up first.
-func (d *Driver) acquire(ctx context.Context) (func(), error) {
+// acquire waits for a Vault slot, then for the fetch's small memory
+// reservation (holding nothing of the budget while it waits: see
+// provider.Budget for why that cannot deadlock). It returns a release func
+// for both, or the context's error when kubelet gives up first.
+func (d *Driver) acquire(ctx context.Context) (func(), *provider.Reservation, error) {
 	select {
 	case d.fetchSem <- struct{}{}:
-		return func() { <-d.fetchSem }, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
+	mem, err := d.budget.Reserve(ctx, fetchReserve)
+	if err != nil {
+		<-d.fetchSem
+		return nil, nil, err
+	}
+	return func() { mem.Close(); <-d.fetchSem }, mem, nil
 }

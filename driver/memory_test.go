@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -166,3 +167,73 @@ func TestMemoryAmplificationBounded(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// Legitimate volumes with large Vault responses: 8 paths of 7 MiB secrets,
+// each file one small key of them. 16 such publishes at once would decode
+// 128 responses of 7 MiB at once, each held several times while decoded.
+// The driver-wide budget (--max-bytes-in-flight, 64 MiB by default) bounds
+// what is in flight: a publish that runs out of room gives back what it
+// holds and waits in line, so every publish succeeds, and the driver's peak
+// RSS stays well inside the chart's memory limit.
+func TestMemoryBudgetBoundsResponses(t *testing.T) {
+	setupMemAttack(t)
+	const paths, padBytes, publishes = 8, 7 << 20, 16
+	var spec strings.Builder
+	for i := range paths {
+		data := map[string]any{"key": fmt.Sprintf("wide-value-%d", i)}
+		for j := range padBytes >> 20 { // Vault takes strings of at most 1 MiB
+			data[fmt.Sprintf("pad%d", j)] = strings.Repeat(string(rune('a'+i)), 1<<20-64)
+		}
+		if _, err := vaultSrv.Root.KVv2("secret").Put(context.Background(), fmt.Sprintf("mem-wide-%d", i), data); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&spec, "- file: k%d\n  path: secret/data/mem-wide-%d\n  key: key\n", i, i)
+	}
+	d := startDriver(t, "-v=0", "--audit-log=")
+	pid := d.cmd.Process.Pid
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // 2 cores shared with Vault
+	defer cancel()
+	tokensBefore := roleTokens(t, memRole)
+	before := vmHWM(t, pid)
+
+	reqs := make([]*csi.NodePublishVolumeRequest, publishes)
+	errs := make([]error, publishes)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		reqs[i] = volume{target: newTarget(t), pod: shopPod, role: memRole, secrets: spec.String()}.request()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = d.node.NodePublishVolume(ctx, reqs[i])
+		}()
+	}
+	wg.Wait()
+	peak := vmHWM(t, pid)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		for j := range paths {
+			if b, err := os.ReadFile(fmt.Sprintf("%s/k%d", reqs[i].TargetPath, j)); err != nil || string(b) != fmt.Sprintf("wide-value-%d", j) {
+				t.Errorf("publish %d file k%d = %q, %v", i, j, b, err)
+			}
+		}
+	}
+	for _, r := range reqs {
+		if _, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: r.VolumeId, TargetPath: r.TargetPath}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := roleTokens(t, memRole); n != tokensBefore {
+		t.Errorf("Vault tokens of role %s: %d before, %d after unpublishing all", memRole, tokensBefore, n)
+	}
+	// The budget bounds live bytes; the Go heap may grow to about twice
+	// what is live before it collects. What must hold is the chart's
+	// memory limit (256 Mi), with a quarter to spare.
+	const limit = 192 << 20
+	t.Logf("driver VmHWM: %.1f MiB before, %.1f MiB after %d concurrent publishes of %d x %d MiB responses: +%.1f MiB (peak limit %d MiB)",
+		mib(before), mib(peak), publishes, paths, padBytes>>20, mib(peak-before), limit>>20)
+	if peak >= limit {
+		t.Errorf("the driver's peak RSS reached %.1f MiB, want < %d MiB (the chart's limit is 256 MiB)", mib(peak), limit>>20)
+	}
+}

@@ -199,11 +199,12 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		}
 		return fail(err)
 	}
-	done, err := d.acquire(ctx)
+	done, mem, err := d.acquire(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	defer done()
+	a.vol.Request.Memory = mem // charged until the files are written
 	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
 	if res != nil {
 		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn

@@ -101,9 +101,11 @@ type renderer struct {
 	specs []SecretSpec
 	files []File // in spec order; each index is written by one goroutine
 	limit int64  // volume bytes in pages; 0: none
+	mem   *Reservation
 
-	mu    sync.Mutex
-	total int64 // pages of the files rendered so far
+	mu       sync.Mutex
+	total    int64 // pages of the files rendered so far
+	rendered int64 // bytes charged to mem for rendered copies
 }
 
 // renderRead writes the files specs[i] for i in idx, all backed by one read.
@@ -117,6 +119,12 @@ func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) erro
 			if data, err = extract(s, info, spec); err != nil {
 				return err
 			}
+			if err := rd.mem.Charge(int64(len(data))); err != nil {
+				return fmt.Errorf("file %s from %s: %w", spec.File, spec.Path, err)
+			}
+			rd.mu.Lock()
+			rd.rendered += int64(len(data))
+			rd.mu.Unlock()
 			shared[spec.Key] = data
 		}
 		rd.mu.Lock()
@@ -130,6 +138,15 @@ func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) erro
 		rd.files[i] = File{Name: spec.File, Data: data, Mode: spec.Mode}
 	}
 	return nil
+}
+
+// refund gives back the rendered copies' bytes (files not returned).
+func (rd *renderer) refund() {
+	rd.mu.Lock()
+	n := rd.rendered
+	rd.rendered = 0
+	rd.mu.Unlock()
+	rd.mem.Refund(n)
 }
 
 // render writes strings as they are, lists of strings (a PKI ca_chain) one

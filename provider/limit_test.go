@@ -116,7 +116,8 @@ func putUnescaped(t *testing.T, v *vaulttest.Server, path string, data map[strin
 
 // The attack of issue 9 against the provider: 256 files that each ask for
 // the whole map of one ~1 MiB secret. Rendering shares one copy, counts
-// each file's pages, and stops at the first file past the volume limit.
+// each file's pages, and stops at the first file past the volume limit;
+// every byte it charged goes back to the budget.
 func TestFetchVolumeLimitStopsRendering(t *testing.T) {
 	v, p := setupLimits(t)
 	v.PutKV1(t, "big", map[string]any{"blob": strings.Repeat("x", 1<<20-64)})
@@ -128,19 +129,34 @@ func TestFetchVolumeLimitStopsRendering(t *testing.T) {
 		}
 		return out
 	}
+	budget := provider.NewBudget(64 << 20)
+	const reserve = 64 << 10
 
 	t.Run("256 files", func(t *testing.T) {
+		mem, err := budget.Reserve(context.Background(), reserve)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Close()
 		req := request(v, specs(256)...)
-		req.MaxVolumeBytes = limit
-		_, err := p.Fetch(context.Background(), req)
+		req.MaxVolumeBytes, req.Memory = limit, mem
+		_, err = p.Fetch(context.Background(), req)
 		// Each file costs 256 pages: 8 fit, the 9th (f008) passes the limit.
 		if !errors.Is(err, provider.ErrTooLarge) || !strings.Contains(err.Error(), "file f008 ") || !strings.Contains(err.Error(), "8388608") {
 			t.Fatalf("err = %v, want ErrTooLarge naming f008 and the limit", err)
 		}
+		if got := budget.InUse(); got != reserve {
+			t.Errorf("budget in use %d after the refused fetch, want only the reservation (%d)", got, reserve)
+		}
 	})
 	t.Run("8 files share one copy", func(t *testing.T) {
+		mem, err := budget.Reserve(context.Background(), reserve)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Close()
 		req := request(v, specs(8)...)
-		req.MaxVolumeBytes = limit
+		req.MaxVolumeBytes, req.Memory = limit, mem
 		res, err := p.Fetch(context.Background(), req)
 		if err != nil {
 			t.Fatal(err)
@@ -152,7 +168,82 @@ func TestFetchVolumeLimitStopsRendering(t *testing.T) {
 				t.Errorf("file %s does not share the rendered copy", f.Name)
 			}
 		}
+		// Charged: the one copy, until the driver has written it.
+		if got := budget.InUse(); got != int64(len(first)) {
+			t.Errorf("budget in use %d, want one copy (%d bytes)", got, len(first))
+		}
 	})
+}
+
+// A fetch whose responses need more than the budget has free does not
+// wait while it holds budget: it gives back what it charged, waits in line
+// for a whole volume's room, and reads again. A budget too small for the
+// secret at all ends in ErrBusy. No token is left behind either way.
+func TestFetchMemoryBudget(t *testing.T) {
+	v, p := setupLimits(t)
+	v.PutKV1(t, "big", map[string]any{"blob": strings.Repeat("y", 1<<20-64)})
+	spec := provider.SecretSpec{File: "f", Path: "kv/big", Key: "blob"}
+	for _, c := range []struct {
+		name   string
+		budget int64
+		hog    int64 // held by another fetch until this one waits
+		busy   bool
+		reads  int // Vault requests: a login and one read per attempt
+	}{
+		{"2 MiB: a 1 MiB response needs about 3 MiB while decoded", 2 << 20, 0, true, 0},
+		{"room only after another fetch finishes", 20 << 20, 18 << 20, false, 3},
+		{"the minimum budget", provider.MinBudget(8 << 20), 0, false, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := tokenCount(t, v)
+			b := provider.NewBudget(c.budget)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if c.hog > 0 {
+				hog, err := b.Reserve(ctx, c.hog)
+				if err != nil {
+					t.Fatal(err)
+				}
+				go func() {
+					for i := 0; i < 2000 && b.Waiting() == 0; i++ {
+						time.Sleep(5 * time.Millisecond)
+					}
+					hog.Close()
+				}()
+			}
+			mem, err := b.Reserve(ctx, 64<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := request(v, spec)
+			req.Memory = mem
+			res, err := p.Fetch(ctx, req)
+			if c.busy {
+				if !errors.Is(err, provider.ErrBusy) {
+					t.Fatalf("err = %v, want ErrBusy", err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			} else {
+				if len(res.Files[0].Data) != 1<<20-64 {
+					t.Errorf("file of %d bytes", len(res.Files[0].Data))
+				}
+				if res.VaultRequests != c.reads {
+					t.Errorf("%d Vault requests, want %d", res.VaultRequests, c.reads)
+				}
+				if err := p.Release(context.Background(), res.Session); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mem.Close()
+			if b.InUse() != 0 {
+				t.Errorf("budget in use %d after close", b.InUse())
+			}
+			if after := tokenCount(t, v); after != before {
+				t.Errorf("Vault tokens: %d before, %d after", before, after)
+			}
+		})
+	}
 }
 
 // A response whose Content-Length is over the limit is refused before its

@@ -78,6 +78,9 @@ func New(cfg Config) (*Provider, error) {
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+		// A read that waits for its fetch's large-response turn (limit.go)
+		// leaves its stream unread: keep what HTTP/2 buffers for it small.
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 256 << 10},
 	}
 	vc.HttpClient = &http.Client{Transport: tr}
 	if cfg.CACertFile != "" {
@@ -106,8 +109,9 @@ type call struct {
 	c        *vault.Client
 	requests atomic.Int32
 	scrub    []string // credentials to cut out of any error text
-	// The request's volume limit (see Request).
+	// The request's volume limit and memory reservation (see Request).
 	maxVolume int64
+	mem       *Reservation
 }
 
 func (p *Provider) newCall(namespace string) (*call, error) {
@@ -156,7 +160,7 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 		return res, err
 	}
 	k.scrub = []string{req.JWT}
-	k.maxVolume = req.MaxVolumeBytes
+	k.maxVolume, k.mem = req.MaxVolumeBytes, req.Memory
 	sess := req.Session
 	if sess != nil && !sess.Usable(time.Now()) {
 		sess = nil
@@ -271,9 +275,28 @@ type readResult struct {
 	err  error
 }
 
-// readAll reads each distinct path once and renders its files as soon as
-// it arrives, stopping at the volume limit.
+// readAll is readOnce, and once more when the driver's memory budget ran
+// out: the failed attempt gave back all it charged, so the fetch holds only
+// its up-front reservation and may wait in line for what a whole volume
+// may need (Reservation.Await). Then the second attempt cannot run out.
 func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []SecretInfo, error) {
+	files, infos, err := k.readOnce(ctx, specs)
+	if !errors.Is(err, ErrBusy) || k.mem == nil {
+		return files, infos, err
+	}
+	if werr := k.mem.Await(ctx, MinBudget(k.maxVolume)); werr != nil {
+		if ctx.Err() != nil {
+			return nil, nil, werr
+		}
+		return nil, nil, err
+	}
+	return k.readOnce(ctx, specs)
+}
+
+// readOnce reads each distinct path once and renders its files as soon as
+// it arrives, charging the response and the rendered copies to the
+// request's memory reservation and stopping at the volume limit.
+func (k *call) readOnce(ctx context.Context, specs []SecretSpec) (_ []File, _ []SecretInfo, err error) {
 	order := make([]readKey, 0, len(specs))
 	results := make(map[readKey]*readResult, len(specs))
 	filesOf := make(map[readKey][]int, len(specs))
@@ -287,13 +310,20 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 		filesOf[rk] = append(filesOf[rk], i)
 		argsOf[rk] = s.Args
 	}
-	rd := &renderer{specs: specs, files: make([]File, len(specs)), limit: k.maxVolume}
+	rd := &renderer{specs: specs, files: make([]File, len(specs)), limit: k.maxVolume, mem: k.mem}
+	defer func() {
+		if err != nil {
+			rd.refund()
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	large := make(chan struct{}, 1) // one large response decoded at a time
 	readOne := func(rk readKey, r *readResult) {
-		// The decoded secret is garbage once its files are rendered.
+		m := &meter{res: k.mem, large: large}
+		defer m.refund() // the response is garbage once its files are rendered
 		var secret *vault.Secret
-		secret, r.info, r.err = k.read(ctx, rk.path, argsOf[rk])
+		secret, r.info, r.err = k.read(withMeter(ctx, m), rk.path, argsOf[rk])
 		if r.err == nil {
 			r.err = rd.renderRead(secret, r.info, filesOf[rk])
 		}

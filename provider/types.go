@@ -55,6 +55,9 @@ type Request struct {
 	// per file, shared data in each file); 0: no bound. Rendering stops as
 	// soon as it is passed.
 	MaxVolumeBytes int64
+	// Memory, when set, is charged for the responses and rendered files
+	// this fetch holds; nil: no driver-wide bound.
+	Memory *Reservation
 }
 
 // File is one fetched file: its contents and the Vault object it came from.

@@ -44,7 +44,7 @@ type options struct {
 	metricsAddr, policyFile, auditLog, kubeconfig string
 	events                                        bool
 	rotationPeriod, shutdownGrace                 time.Duration
-	maxVolumeBytes                                int64
+	maxVolumeBytes, maxBytesInFlight              int64
 	maxFetches                                    int
 }
 
@@ -68,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s)")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
+	flag.Int64Var(&o.maxBytesInFlight, "max-bytes-in-flight", 0, "memory all publishes and refreshes together may hold for Vault responses and files not yet written; a publish that needs more waits its turn (0: 64 MiB; at least --max-volume-bytes + 46 MiB + 64 KiB per --max-concurrent-fetches)")
 	flag.IntVar(&o.maxFetches, "max-concurrent-fetches", driver.DefaultMaxFetches, "publishes and refreshes talking to Vault at once (others wait; no-change re-publishes never do)")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address for Prometheus /metrics, e.g. :9809 (empty: off)")
 	flag.StringVar(&o.policyFile, "policy-file", "", "access policy (YAML); reloaded on change; empty: Vault policy alone decides")
@@ -128,7 +129,7 @@ func run(o options) error {
 	d, err := driver.New(driver.Config{
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
 		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
-		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches,
+		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches, MaxBytesInFlight: o.maxBytesInFlight,
 	}, prov, rep)
 	if err != nil {
 		return err
