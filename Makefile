@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 VAULT := .cache/tools/vault
 
-.PHONY: all build vault helm deps demo test unit e2e e2e-kind manifests lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
+.PHONY: all build vault helm deps demo test unit unit-fast e2e e2e-kind manifests lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
 
 all: build
 
@@ -41,11 +41,19 @@ lint: deps
 
 # Unit and integration tests: real Vault on 127.0.0.1, real tmpfs mounts
 # (needs root), the driver binary over its unix socket, csi-sanity.
+# VCD_REQUIRE_PARTS: a test whose real part (root, Vault, PostgreSQL, the
+# Kubernetes binaries) is missing fails here instead of skipping.
 unit: vault helm deps cluster-build
-	$(GO) test -count=1 -timeout 30m ./...
+	VCD_REQUIRE_PARTS=1 $(GO) test -count=1 -timeout 30m ./...
 	@# csi-sanity's spec counts, visible in CI's log (go test hides passing output).
 	@set -o pipefail; $(GO) test -count=1 -run '^TestSanity$$' -v ./driver/ | grep -E '^(csi-sanity|  passed)'
 
+
+# The inner loop: every pure test (parsing, policy, planner, writer, ...)
+# in seconds, no Vault, no cluster; tests that need a real part skip and
+# say so. See CONTRIBUTING.md.
+unit-fast:
+	$(GO) test -short -count=1 ./...
 
 # The helm CLI (wrapper module hack/helm), for chart tests and e2e.
 helm:
