@@ -38,7 +38,6 @@ const (
 	VaultRenew  = "renew"
 	VaultRevoke = "revoke"
 	VaultLookup = "lookup"
-	VaultHealth = "health" // sys/health, until Vault has answered once (readiness)
 )
 
 // initialRefreshReasons are the refresh-failure reasons exported at 0 from
