@@ -100,7 +100,7 @@ func serveHealth(ctx context.Context, addr, endpoint string, ready *readiness) e
 	if err != nil {
 		return fmt.Errorf("health client: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ident := csi.NewIdentityClient(conn)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
