@@ -41,10 +41,11 @@ lint: deps
 
 # Unit and integration tests: real Vault on 127.0.0.1, real tmpfs mounts
 # (needs root), the driver binary over its unix socket, csi-sanity.
-# VCD_REQUIRE_PARTS: a test whose real part (root, Vault, PostgreSQL, the
-# Kubernetes binaries) is missing fails here instead of skipping.
+# hack/unit.sh: one control plane shared by every package that needs an API
+# server; a test whose real part (root, Vault, PostgreSQL, the Kubernetes
+# binaries) is missing fails here instead of skipping.
 unit: vault helm deps cluster-build
-	VCD_REQUIRE_PARTS=1 $(GO) test -count=1 -timeout 30m -skip '^TestOps' ./...
+	bash hack/unit.sh -skip '^TestOps'
 	@# csi-sanity's spec counts, visible in CI's log (go test hides passing output).
 	@set -o pipefail; $(GO) test -count=1 -run '^TestSanity$$' -v ./driver/ | grep -E '^(csi-sanity|  passed)'
 

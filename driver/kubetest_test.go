@@ -1,24 +1,16 @@
 package driver_test
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"vaultcsi.dev/driver/driver/kube/kubetest"
 	"vaultcsi.dev/driver/provider/vaulttest"
-	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // kubeCluster is a control-plane-only Kubernetes (etcd + kube-apiserver,
@@ -28,7 +20,6 @@ import (
 // namespaces get no default service account, which is all the driver needs
 // (it only GETs pods and writes Events).
 type kubeCluster struct {
-	dir        string
 	kubeconfig string
 	cs         kubernetes.Interface
 }
@@ -42,66 +33,12 @@ func TestAPIServer(t *testing.T) {
 	t.Run("event rate limit", func(t *testing.T) { testEventRateLimit(t, c) })
 }
 
-// startKubeCluster brings a control plane up (~4 s with cached binaries) and
-// registers its teardown first, so that a failed bring-up is cleaned too.
+// startKubeCluster returns the control plane this run shares (make unit
+// starts one) or one of this test's own: see kubetest.Start.
 func startKubeCluster(t *testing.T) *kubeCluster {
 	t.Helper()
-	need.Long(t, "needs a local kube-apiserver")
-	need.Root(t, "hack/cluster/up.sh starts etcd and kube-apiserver")
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, ".cache/tools/k8s/kube-apiserver")); err != nil {
-		need.Missing(t, "Kubernetes binaries not built (bash hack/k8s/build.sh takes ~9 min or make cluster-build): %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vcd-kube-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "CLUSTER_DIR="+dir)
-	for _, name := range []string{"APISERVER_PORT", "ETCD_PORT", "ETCD_PEER_PORT"} {
-		env = append(env, name+"="+strconv.Itoa(freePort(t)))
-	}
-	script := func(timeout time.Duration, name string, args ...string) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "hack/cluster", name)}, args...)...)
-		cmd.Env = env
-		cmd.WaitDelay = 5 * time.Second
-		return cmd.CombinedOutput()
-	}
-	t.Cleanup(func() {
-		if out, err := script(90*time.Second, "down.sh", "--purge"); err != nil {
-			t.Errorf("hack/cluster/down.sh: %v\n%s", err, out)
-		}
-		_ = os.RemoveAll(dir)
-	})
-	start := time.Now()
-	if out, err := script(90*time.Second, "up.sh", "--control-plane"); err != nil {
-		t.Fatalf("hack/cluster/up.sh --control-plane: %v\n%s", err, out)
-	}
-	t.Logf("control plane up in %v (%s)", time.Since(start).Round(100*time.Millisecond), dir)
-	c := &kubeCluster{dir: dir, kubeconfig: filepath.Join(dir, "kubeconfig")}
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 100, 200
-	if c.cs, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	kc := kubetest.Start(t)
+	return &kubeCluster{kubeconfig: kc.Kubeconfig, cs: kc.Clientset}
 }
 
 // createPod creates (if needed) the namespace and service account, then a

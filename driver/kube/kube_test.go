@@ -3,11 +3,6 @@ package kube_test
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,60 +14,20 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"vaultcsi.dev/driver/driver/kube"
-	"vaultcsi.dev/driver/provider/vaulttest/need"
+
+	"vaultcsi.dev/driver/driver/kube/kubetest"
 )
 
-// startControlPlane runs hack/cluster/up.sh --control-plane (etcd +
-// kube-apiserver) in a temp state dir on free ports, torn down at cleanup.
+// kubeNS is this package's namespace on a control plane shared with other
+// packages' tests.
+const kubeNS = "kube-client-test"
+
+// startControlPlane returns the control plane this run shares (make unit
+// starts one) or one of this test's own: see kubetest.Start.
 func startControlPlane(t *testing.T) (kubeconfig string, cs kubernetes.Interface) {
 	t.Helper()
-	need.Long(t, "needs a local kube-apiserver")
-	need.Root(t, "hack/cluster/up.sh starts etcd and kube-apiserver")
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, ".cache/tools/k8s/kube-apiserver")); err != nil {
-		need.Missing(t, "Kubernetes binaries not built (bash hack/k8s/build.sh or make cluster-build): %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vcd-kube-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "CLUSTER_DIR="+dir)
-	for _, name := range []string{"APISERVER_PORT", "ETCD_PORT", "ETCD_PEER_PORT"} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		env = append(env, name+"="+strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-		l.Close()
-	}
-	script := func(name string, args ...string) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "hack/cluster", name)}, args...)...)
-		cmd.Env, cmd.WaitDelay = env, 5*time.Second
-		return cmd.CombinedOutput()
-	}
-	t.Cleanup(func() {
-		if out, err := script("down.sh", "--purge"); err != nil {
-			t.Errorf("down.sh: %v\n%s", err, out)
-		}
-		_ = os.RemoveAll(dir)
-	})
-	if out, err := script("up.sh", "--control-plane"); err != nil {
-		t.Fatalf("up.sh --control-plane: %v\n%s", err, out)
-	}
-	kubeconfig = filepath.Join(dir, "kubeconfig")
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cs, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	return kubeconfig, cs
+	kc := kubetest.Start(t)
+	return kc.Kubeconfig, kc.Clientset
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -84,14 +39,14 @@ func ctxT(t *testing.T) context.Context {
 func TestAgainstAPIServer(t *testing.T) {
 	kubeconfig, cs := startControlPlane(t)
 	ctx := ctxT(t)
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kubeNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.CoreV1().ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "payment"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().ServiceAccounts(kubeNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "payment"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	no := false
-	pod, err := cs.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{
+	pod, err := cs.CoreV1().Pods(kubeNS).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "payment-1", Labels: map[string]string{"app": "payment", "tier": "web"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "payment", AutomountServiceAccountToken: &no,
 			Containers: []corev1.Container{{Name: "app", Image: "busybox:1.35"}}},
@@ -106,7 +61,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 
 	t.Run("PodLabels found", func(t *testing.T) {
-		labels, err := c.PodLabels(ctxT(t), "shop", "payment-1", uid)
+		labels, err := c.PodLabels(ctxT(t), kubeNS, "payment-1", uid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +70,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("PodLabels not found", func(t *testing.T) {
-		_, err := c.PodLabels(ctxT(t), "shop", "payment-2", uid)
+		_, err := c.PodLabels(ctxT(t), kubeNS, "payment-2", uid)
 		if !errors.Is(err, kube.ErrPodMismatch) || !strings.Contains(err.Error(), "not found") {
 			t.Errorf("err = %v, want ErrPodMismatch (not found)", err)
 		}
@@ -125,7 +80,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("PodLabels uid mismatch", func(t *testing.T) {
-		_, err := c.PodLabels(ctxT(t), "shop", "payment-1", "6f1c2d3e-0000-4000-8000-00000000beef")
+		_, err := c.PodLabels(ctxT(t), kubeNS, "payment-1", "6f1c2d3e-0000-4000-8000-00000000beef")
 		if !errors.Is(err, kube.ErrPodMismatch) || !strings.Contains(err.Error(), uid) {
 			t.Errorf("err = %v, want ErrPodMismatch naming the real uid", err)
 		}
@@ -142,18 +97,18 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = ac.PodLabels(ctxT(t), "shop", "payment-1", uid)
+		_, err = ac.PodLabels(ctxT(t), kubeNS, "payment-1", uid)
 		if err == nil || errors.Is(err, kube.ErrPodMismatch) {
 			t.Errorf("err = %v, want an error that is not ErrPodMismatch", err)
 		}
 	})
 	t.Run("Recorder writes an Event", func(t *testing.T) {
 		rec := kube.NewRecorder(c, "node-7")
-		rec.Event("shop", "payment-1", uid, corev1.EventTypeWarning, "VaultSecretsDenied", "denied by rule \"x\"")
+		rec.Event(kubeNS, "payment-1", uid, corev1.EventTypeWarning, "VaultSecretsDenied", "denied by rule \"x\"")
 		var events []corev1.Event
 		deadline := time.Now().Add(10 * time.Second)
 		for len(events) == 0 && time.Now().Before(deadline) {
-			list, err := cs.CoreV1().Events("shop").List(ctxT(t), metav1.ListOptions{FieldSelector: "involvedObject.name=payment-1"})
+			list, err := cs.CoreV1().Events(kubeNS).List(ctxT(t), metav1.ListOptions{FieldSelector: "involvedObject.name=payment-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,7 +126,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Errorf("event %+v", e)
 		}
 		var nilRec *kube.Recorder
-		nilRec.Event("shop", "payment-1", uid, "Normal", "X", "nil recorder is a no-op")
+		nilRec.Event(kubeNS, "payment-1", uid, "Normal", "X", "nil recorder is a no-op")
 		nilRec.Stop()
 	})
 }
