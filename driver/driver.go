@@ -19,6 +19,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
@@ -83,6 +84,8 @@ type Config struct {
 	// bound keeps a burst of pods (or a mass rotation) from growing memory
 	// and Vault load without limit. Skipped re-publishes never wait.
 	MaxConcurrentFetches int
+	// Clock drives the revocation retries (nil: the real clock).
+	Clock clock.Clock
 }
 
 // Defaults for Config fields left zero.
@@ -112,6 +115,7 @@ type Driver struct {
 	policy   func() *policy.Policy
 	pods     PodLabeler
 	fetchSem chan struct{}
+	revoker  *revoker
 }
 
 // New checks the configuration.
@@ -146,6 +150,9 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -153,11 +160,13 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	return &Driver{
+	d := &Driver{
 		cfg: cfg, fetcher: f, store: store, observer: obs,
 		ready: make(chan struct{}), rand: rand.Float64,
 		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
-	}, nil
+	}
+	d.revoker = newRevoker(store, f.Release, cfg.Clock, rand.Float64, obs.Observe)
+	return d, nil
 }
 
 type nopObserver struct{}
@@ -186,6 +195,10 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
+	rctx, stopRevoking := context.WithCancel(ctx)
+	revoking := make(chan struct{})
+	go func() { d.revoker.Run(rctx); close(revoking) }()
+	defer func() { stopRevoking(); <-revoking }()
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)

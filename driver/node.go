@@ -158,6 +158,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			Target: req.GetTargetPath(), Latency: time.Since(start)})
 		return nil, err
 	}
+	after := &afterLock{d: d}
+	defer after.run() // deferred first, so it runs after unlock
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
@@ -174,20 +176,21 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		// layout is still ours: refresh it rather than fail, since an error
 		// on a re-publish makes kubelet drop the mount.
 		if _, lerr := os.Readlink(filepath.Join(args.target, "..data")); rec != nil || err != nil || lerr == nil {
-			return d.republish(ctx, args, rec, start), nil
+			return d.republish(ctx, after, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
 		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
 	}
-	return d.firstPublish(ctx, args, start)
+	return d.firstPublish(ctx, after, args, start)
 }
 
-func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
+func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
 	op := Op{Kind: "publish", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
+	w := who{a.target, a.vol.Request.Pod}
 	fail := func(err error) (*csi.NodePublishVolumeResponse, error) {
 		err = toStatus(err)
 		op.Outcome, op.Code, op.Err, op.Latency = "failed", status.Code(err).String(), err, time.Since(start)
-		d.observer.Observe(op)
+		after.observe(op)
 		return nil, err
 	}
 	dec, err := d.authorize(ctx, a.vol)
@@ -206,12 +209,13 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
 	if res != nil {
 		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn
+		after.revoke(res.Orphan, revokeFailedPublish, w)
 	}
 	if err != nil {
 		return fail(err)
 	}
 	op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
-	release := func() { _ = d.fetcher.Release(context.WithoutCancel(ctx), res.Session) }
+	release := func() { after.revoke(res.Session, revokeFailedPublish, w) }
 	files, err := d.files(res.Files, a.gid)
 	if err != nil {
 		release()
@@ -238,7 +242,7 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
 	op.MountedDelta, op.LeasesDelta = 1, leases(res.Secrets)
-	d.observer.Observe(op)
+	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
@@ -310,6 +314,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
 		return nil, err
 	}
+	after := &afterLock{d: d}
+	defer after.run() // deferred first, so it runs after unlock
 	unlock := d.locks.lock(target)
 	defer unlock()
 
@@ -320,14 +326,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	op := Op{Kind: "unpublish", Target: target, Outcome: "ok"}
 	if rec != nil {
 		op.Pod, op.Role, op.Secrets = rec.Pod, rec.Role, rec.Secrets
-		if rec.Session != nil {
-			op.Requests = 1
-			if err := d.fetcher.Release(ctx, rec.Session); err != nil {
-				// Leases still expire with the token's TTL; unmounting wins.
-				klog.ErrorS(err, "revoke Vault token on unpublish", "target", target, "pod", podRef(rec.Pod))
-				op.Err = err
-			}
-		}
+		// Revoked once the target is unlocked; a token Vault does not take
+		// now is retried in the background. Unmounting does not wait.
+		after.revoke(rec.Session, revokeUnpublish, who{target, rec.Pod})
 	}
 	if err := tmpfs.Unmount(target); err != nil {
 		return nil, status.Errorf(codes.Internal, "unmount: %v", err)
@@ -341,7 +342,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	op.Latency = time.Since(start)
 	if rec != nil {
 		op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
-		d.observer.Observe(op)
+		after.observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }

@@ -143,7 +143,8 @@ func (k *call) observeCode(op string, code int) {
 // Fetch logs in (or reuses req.Session) and reads every secret of the
 // request. It returns either all files or an error: never a partial set.
 // On error the result is still returned, without files or session, so the
-// caller can account for the Vault requests that were made.
+// caller can account for the Vault requests that were made and revoke the
+// token of a login it made (Result.Orphan).
 func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 	res := &Result{}
 	k, err := p.newCall(req.VaultNamespace)
@@ -157,33 +158,46 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 	}
 	fail := func(err error) (*Result, error) {
 		res.VaultRequests = int(k.requests.Load())
+		if res.LoggedIn {
+			// Do not leave a token (and leases) behind for a fetch that
+			// failed: the caller revokes it, once it holds nothing that
+			// others wait for (Vault may be what hangs).
+			res.Orphan = sess
+		}
 		return res, err
 	}
+	// login logs in and hands the new token to the caller before any read.
+	login := func() error {
+		s, err := k.login(ctx, req)
+		if err != nil {
+			return err
+		}
+		sess, res.LoggedIn = s, true
+		k.scrub = append(k.scrub, sess.Token)
+		if req.OnLogin != nil {
+			if err := req.OnLogin(sess); err != nil {
+				return fmt.Errorf("record the new Vault token: %w", err)
+			}
+		}
+		return nil
+	}
 	if sess == nil {
-		if sess, err = k.login(ctx, req); err != nil {
+		if err := login(); err != nil {
 			return fail(err)
 		}
-		res.LoggedIn = true
 	}
 	k.scrub = append(k.scrub, sess.Token)
 	k.c.SetToken(sess.Token)
 	files, infos, err := k.readAll(ctx, req.Secrets)
 	if err != nil && !res.LoggedIn && errors.Is(err, ErrDenied) && req.JWT != "" {
 		// The reused token may have been revoked out of band: log in once more.
-		if sess, err = k.login(ctx, req); err != nil {
+		if err := login(); err != nil {
 			return fail(err)
 		}
-		res.LoggedIn = true
-		k.scrub = append(k.scrub, sess.Token)
 		k.c.SetToken(sess.Token)
 		files, infos, err = k.readAll(ctx, req.Secrets)
 	}
 	if err != nil {
-		if res.LoggedIn {
-			// Do not leave a token (and leases) behind for a publish that failed.
-			_ = p.revokeToken(context.WithoutCancel(ctx), sess)
-			k.requests.Add(1)
-		}
 		return fail(err)
 	}
 	res.VaultRequests = int(k.requests.Load())

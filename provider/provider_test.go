@@ -170,20 +170,65 @@ func TestFetchErrors(t *testing.T) {
 	}
 }
 
-// A failed publish must not leave its Vault token (and leases) behind.
-func TestFetchFailureRevokesToken(t *testing.T) {
+// A failed fetch hands the token it logged in for back to the caller
+// (Result.Orphan) instead of revoking it itself, so the caller can revoke it
+// after letting go of what others wait for; revoking it leaves nothing.
+// OnLogin sees every new token before any read, and its error fails the
+// fetch with the token handed back all the same.
+func TestFetchFailureHandsBackToken(t *testing.T) {
 	v, p := setup(t)
 	before := tokenCount(t, v)
-	for i := 0; i < 3; i++ {
-		_, err := p.Fetch(context.Background(), request(v,
+	failing := func() *provider.Request {
+		return request(v,
 			provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"},
-			provider.SecretSpec{File: "b", Path: "secret/data/missing", Key: "x"}))
-		if !errors.Is(err, provider.ErrNotFound) {
-			t.Fatalf("err = %v", err)
-		}
+			provider.SecretSpec{File: "b", Path: "secret/data/missing", Key: "x"})
 	}
-	if after := tokenCount(t, v); after != before {
-		t.Errorf("tokens: %d before, %d after three failed fetches", before, after)
+	recordErr := errors.New("state dir full")
+	tests := []struct {
+		name    string
+		req     *provider.Request
+		onLogin error
+		want    error
+	}{
+		{"a read fails", failing(), nil, provider.ErrNotFound},
+		{"recording the token fails", request(v, provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"}), recordErr, recordErr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var seen []*provider.Session
+			tt.req.OnLogin = func(s *provider.Session) error {
+				if n := tokenCount(t, v); n != before+1 {
+					t.Errorf("OnLogin: %d tokens, want the new one alive (%d)", n, before+1)
+				}
+				seen = append(seen, s)
+				return tt.onLogin
+			}
+			res, err := p.Fetch(context.Background(), tt.req)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if res == nil || res.Orphan == nil || len(seen) != 1 || res.Orphan.Token != seen[0].Token || !res.LoggedIn {
+				t.Fatalf("want the login's session handed back and seen once by OnLogin: res %+v, OnLogin saw %d", res, len(seen))
+			}
+			if res.Session != nil || res.Files != nil {
+				t.Errorf("a failed fetch returned a session or files")
+			}
+			if n := tokenCount(t, v); n != before+1 {
+				t.Errorf("tokens after the failed fetch: %d, want %d (the caller revokes)", n, before+1)
+			}
+			if err := p.Release(context.Background(), res.Orphan); err != nil {
+				t.Fatal(err)
+			}
+			if n := tokenCount(t, v); n != before {
+				t.Errorf("tokens after Release: %d, want %d", n, before)
+			}
+		})
+	}
+	// A fetch that fails before any login hands back nothing.
+	req := failing()
+	req.JWT = ""
+	if res, err := p.Fetch(context.Background(), req); err == nil || res.Orphan != nil {
+		t.Errorf("no login: err %v, orphan %v", err, res.Orphan != nil)
 	}
 }
 

@@ -59,6 +59,7 @@ type Metrics struct {
 	refreshFailure *prometheus.CounterVec
 	policyReloads  *prometheus.CounterVec
 	perOperation   *prometheus.HistogramVec
+	revokeRetries  *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go and process
@@ -113,12 +114,17 @@ func New() *Metrics {
 			Help:      "Vault requests one CSI operation made, by operation (publish, refresh, unpublish): the Vault load each pod causes.",
 			Buckets:   []float64{0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256},
 		}, []string{"operation"}),
+		revokeRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "revocation_retries_total",
+			Help:      "Background retries of Vault token revocations that failed at first (Vault unreachable), by outcome: ok (revoked), failed (retried later with backoff), expired (dropped: the token's TTL passed, so Vault revoked it).",
+		}, []string{"outcome"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.vaultRequests, m.mounted, m.leases,
-		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.perOperation,
+		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.perOperation, m.revokeRetries,
 	)
 	// Series a dashboard divides by or alerts on exist from the start at 0,
 	// so that rate() and absent() behave before the first event.
@@ -251,4 +257,13 @@ func (m *Metrics) PolicyReload(ok bool) {
 		result = "success"
 	}
 	m.policyReloads.WithLabelValues(result).Inc()
+}
+
+// RevocationRetry counts one background revocation attempt by outcome:
+// ok, failed or expired.
+func (m *Metrics) RevocationRetry(outcome string) {
+	if m == nil {
+		return
+	}
+	m.revokeRetries.WithLabelValues(outcome).Inc()
 }
