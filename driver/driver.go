@@ -195,6 +195,8 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
+	// Before the first call: publishes a killed driver left unfinished.
+	d.recoverPending()
 	rctx, stopRevoking := context.WithCancel(ctx)
 	revoking := make(chan struct{})
 	go func() { d.revoker.Run(rctx); close(revoking) }()

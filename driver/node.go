@@ -172,10 +172,35 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
+		_, lerr := os.Readlink(filepath.Join(args.target, "..data"))
+		if rec != nil && rec.Pending || rec == nil && err == nil && lerr != nil {
+			// A first publish the driver died in (kill -9 between the mount
+			// and the first ..data swap): kubelet never saw it succeed, so no
+			// container uses the tmpfs. If it is ours, start over.
+			owned, oerr := tmpfs.Owned(args.target)
+			if oerr != nil {
+				return nil, status.Errorf(codes.Internal, "target_path: %v", oerr)
+			}
+			if owned {
+				if uerr := tmpfs.Unmount(args.target); uerr != nil {
+					return nil, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr)
+				}
+				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
+					"pod", podRef(args.vol.Request.Pod))
+				return d.firstPublish(ctx, after, args, start)
+			}
+			if rec != nil { // its token is of no use on a mount that is not ours
+				after.revoke(rec.Session, revokeUnfinished, who{args.target, rec.Pod})
+				if derr := d.store.Delete(args.target); derr != nil {
+					klog.ErrorS(derr, "delete volume state", "target", args.target)
+				}
+				rec = nil
+			}
+		}
 		// With no record (a lost or moved state dir), a tmpfs in our ..data
 		// layout is still ours: refresh it rather than fail, since an error
 		// on a re-publish makes kubelet drop the mount.
-		if _, lerr := os.Readlink(filepath.Join(args.target, "..data")); rec != nil || err != nil || lerr == nil {
+		if rec != nil || err != nil || lerr == nil {
 			return d.republish(ctx, after, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
@@ -193,6 +218,18 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		after.observe(op)
 		return nil, err
 	}
+	// A record with nothing mounted is a publish the driver died in before
+	// mounting, or an unpublish it died in after unmounting: its token is
+	// of no use to anyone now.
+	if old, err := d.store.Get(a.target); err == nil && old != nil {
+		after.revoke(old.Session, revokeUnfinished, w)
+		if err := d.store.Delete(a.target); err != nil {
+			return fail(status.Errorf(codes.Internal, "volume state: %v", err))
+		}
+		if !old.Pending {
+			op.MountedDelta, op.LeasesDelta = -1, -leases(old.Secrets)
+		}
+	}
 	dec, err := d.authorize(ctx, a.vol)
 	op.Rule = dec.Rule
 	if err != nil {
@@ -206,16 +243,27 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		return fail(err)
 	}
 	defer done()
-	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
+	req := a.vol.Request
+	// The token is on record before anything is read or mounted, so a crash
+	// at any later point leaves a record that names it.
+	req.OnLogin = func(s *provider.Session) error {
+		return d.store.Put(&state.Volume{Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod,
+			Role: a.vol.Request.Role, RequestHash: a.hash, Session: s, RotationPeriod: a.vol.RotationPeriod, Pending: true})
+	}
+	res, err := d.fetcher.Fetch(ctx, &req)
 	if res != nil {
 		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn
 		after.revoke(res.Orphan, revokeFailedPublish, w)
 	}
 	if err != nil {
+		d.abandonPending(after, a.target, w)
 		return fail(err)
 	}
 	op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
-	release := func() { after.revoke(res.Session, revokeFailedPublish, w) }
+	release := func() {
+		after.revoke(res.Session, revokeFailedPublish, w)
+		d.abandonPending(after, a.target, w)
+	}
 	files, err := d.files(res.Files, a.gid)
 	if err != nil {
 		release()
@@ -241,9 +289,58 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		return fail(err)
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
-	op.MountedDelta, op.LeasesDelta = 1, leases(res.Secrets)
+	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(res.Secrets)
 	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// abandonPending drops the pending record of a first publish that failed,
+// handing its token over for revocation.
+func (d *Driver) abandonPending(after *afterLock, target string, w who) {
+	rec, err := d.store.Get(target)
+	if err != nil || rec == nil || !rec.Pending {
+		return
+	}
+	after.revoke(rec.Session, revokeFailedPublish, w)
+	if err := d.store.Delete(target); err != nil {
+		klog.ErrorS(err, "delete volume state", "target", target)
+	}
+}
+
+// recoverPending runs at start-up, before any call: a first publish that a
+// killed driver left with nothing mounted will not be finished (the pod is
+// gone, or kubelet's retry starts over), so its token is revoked. One left
+// mounted waits for kubelet: its retry redoes it, its unpublish revokes.
+// A token a killed refresh logged in for and never adopted is revoked.
+func (d *Driver) recoverPending() {
+	vols, err := d.store.List()
+	if err != nil {
+		klog.ErrorS(err, "list volume state")
+		return
+	}
+	for _, v := range vols {
+		if in := v.Incoming; in != nil {
+			// A refresh died between its login and adopting the new token.
+			if v.Session == nil || in.Token != v.Session.Token {
+				d.revoker.later(in, revokeFailedRefresh, who{v.Target, v.Pod})
+			}
+			v.Incoming = nil
+			if err := d.store.Put(v); err != nil {
+				klog.ErrorS(err, "save volume state", "target", v.Target)
+			}
+		}
+		if !v.Pending {
+			continue
+		}
+		if mounted, err := tmpfs.IsMounted(v.Target); err != nil || mounted {
+			continue
+		}
+		klog.InfoS("revoking the token of a publish the driver did not finish", "target", v.Target, "pod", podRef(v.Pod))
+		d.revoker.later(v.Session, revokeUnfinished, who{v.Target, v.Pod})
+		if err := d.store.Delete(v.Target); err != nil {
+			klog.ErrorS(err, "delete volume state", "target", v.Target)
+		}
+	}
 }
 
 // files turns fetched files into writer files with modes and size checks.
@@ -341,7 +438,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	op.Latency = time.Since(start)
 	if rec != nil {
-		op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
+		if !rec.Pending {
+			op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
+		}
 		after.observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil

@@ -40,6 +40,7 @@ const (
 	revokeFailedPublish = "failed-publish"
 	revokeFailedRefresh = "failed-refresh"
 	revokeReplaced      = "replaced"
+	revokeUnfinished    = "unfinished-publish" // a publish the driver died in
 )
 
 // OpRevokeRetry is the Op kind of a background revocation attempt; its

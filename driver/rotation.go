@@ -256,6 +256,14 @@ func (r *refresh) revoke(s *provider.Session, why string) {
 	r.after.revoke(s, why, who{r.a.target, r.a.vol.Request.Pod})
 }
 
+// recordIncoming puts a token the refresh just logged in for on record
+// before it is used, so a driver killed mid-refresh cannot lose it.
+func (r *refresh) recordIncoming(s *provider.Session) error {
+	c := *r.rec
+	c.Incoming = s
+	return r.d.store.Put(&c)
+}
+
 // fetch reads the planned paths, keeps the other files as they are, and
 // writes the merged set (only if it changed).
 func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]provider.SecretInfo, error) {
@@ -286,6 +294,7 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 	req := r.a.vol.Request
 	req.Session = r.session
 	req.Secrets = pick()
+	req.OnLogin = r.recordIncoming
 	res, err := r.d.fetcher.Fetch(ctx, &req)
 	if res != nil {
 		r.requests += res.VaultRequests
