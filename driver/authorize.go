@@ -35,6 +35,7 @@ func (d *Driver) authorize(ctx context.Context, v *attributes.Volume) (policy.De
 	subj := policy.Subject{
 		Namespace: r.Pod.Namespace, ServiceAccount: r.Pod.ServiceAccount,
 		PodName: r.Pod.PodName, PodUID: r.Pod.PodUID, Role: r.Role, Paths: paths(v),
+		VaultNamespace: r.VaultNamespace, AuthMount: r.AuthMount, // the pod's overrides only
 	}
 	if p.NeedsLabels() {
 		if d.pods == nil {

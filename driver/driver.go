@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"vaultcsi.dev/driver/driver/attributes"
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
@@ -44,7 +45,7 @@ type Observer interface {
 
 // Op describes one finished volume operation. It carries no secret value.
 type Op struct {
-	Kind     string // publish, republish, refresh, unpublish, deny
+	Kind     string // publish, republish, refresh, unpublish, deny, reject
 	Outcome  string // ok, unchanged, skipped, failed, kept-old
 	Code     string // gRPC code name for failures
 	Err      error
@@ -58,6 +59,7 @@ type Op struct {
 	LoggedIn bool   // a new Vault login (false: token reused)
 	Changed  bool   // files were rewritten
 	Rule     string // the access-policy rule that decided ("" when none)
+	Decision string // the access policy's answer (DecisionAllow, DecisionDeny); "" when it was not asked
 	Reason   string // why a refresh ran (period, lease, token, ...)
 	// MountedDelta and LeasesDelta move the mounted-volume and held-lease gauges.
 	MountedDelta, LeasesDelta int
@@ -94,6 +96,7 @@ const (
 	DefaultAudience       = "vault"
 	DefaultRotationPeriod = 2 * time.Minute
 	MinRotationPeriod     = 10 * time.Second
+	MaxRotationPeriod     = attributes.MaxRotationPeriod
 	DefaultMaxVolumeBytes = 8 << 20
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
@@ -134,6 +137,9 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	}
 	if cfg.RotationPeriod < MinRotationPeriod {
 		return nil, fmt.Errorf("rotation period %s is below the floor of %s", cfg.RotationPeriod, MinRotationPeriod)
+	}
+	if cfg.RotationPeriod > MaxRotationPeriod {
+		return nil, fmt.Errorf("rotation period %s is above the ceiling of %s", cfg.RotationPeriod, MaxRotationPeriod)
 	}
 	if cfg.MaxVolumeBytes == 0 {
 		cfg.MaxVolumeBytes = DefaultMaxVolumeBytes

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,13 +21,13 @@ func codeOf(err error) codes.Code {
 		return codes.OK
 	case status.Code(err) != codes.Unknown:
 		return status.Code(err)
-	case errors.As(err, &fe), errors.Is(err, provider.ErrInvalid):
+	case errors.As(err, &fe), errors.Is(err, provider.ErrInvalid), errors.Is(err, provider.ErrNotIssuing):
 		return codes.InvalidArgument
 	case errors.Is(err, provider.ErrDenied):
 		return codes.PermissionDenied
 	case errors.Is(err, provider.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, provider.ErrTooLarge):
+	case errors.Is(err, provider.ErrTooLarge), isOutOfSpace(err):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
@@ -47,4 +48,12 @@ func toStatus(err error) error {
 		return err
 	}
 	return status.Error(codeOf(err), err.Error())
+}
+
+// isOutOfSpace reports a write that failed for lack of room: bytes or
+// inodes of the volume's tmpfs, the state dir or the kubelet dir (ENOSPC),
+// a quota (EDQUOT) or a file size limit (EFBIG). These are the volume's
+// limits, not a driver fault: ResourceExhausted, as for --max-volume-bytes.
+func isOutOfSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -154,9 +155,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	start := time.Now()
 	args, err := d.validatePublish(req)
 	if err != nil {
-		d.observer.Observe(Op{Kind: "publish", Outcome: "failed", Code: status.Code(err).String(), Err: err,
-			Target: req.GetTargetPath(), Latency: time.Since(start)})
-		return nil, err
+		return nil, d.reject(req, err, start)
 	}
 	after := &afterLock{d: d}
 	defer after.run() // deferred first, so it runs after unlock
@@ -165,7 +164,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 
 	mounted, err := tmpfs.IsMounted(args.target)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
 	if mounted {
 		rec, err := d.store.Get(args.target)
@@ -179,11 +178,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			// container uses the tmpfs. If it is ours, start over.
 			owned, oerr := tmpfs.Owned(args.target)
 			if oerr != nil {
-				return nil, status.Errorf(codes.Internal, "target_path: %v", oerr)
+				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
 			}
 			if owned {
 				if uerr := tmpfs.Unmount(args.target); uerr != nil {
-					return nil, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr)
+					return nil, d.reject(req, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr), start)
 				}
 				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
 					"pod", podRef(args.vol.Request.Pod))
@@ -204,7 +203,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return d.republish(ctx, after, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
-		return nil, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target)
+		return nil, d.reject(req, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target), start)
 	}
 	return d.firstPublish(ctx, after, args, start)
 }
@@ -230,10 +229,8 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 			op.MountedDelta, op.LeasesDelta = -1, -leases(old.Secrets)
 		}
 	}
-	dec, err := d.authorize(ctx, a.vol)
-	op.Rule = dec.Rule
-	if err != nil {
-		if status.Code(err) == codes.PermissionDenied {
+	if err := d.decide(ctx, a, &op); err != nil {
+		if op.Decision == DecisionDeny {
 			op.Kind = "deny"
 		}
 		return fail(err)
@@ -378,17 +375,20 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 	case errors.Is(err, os.ErrNotExist):
 		return false, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", a.target)
 	default:
-		return false, status.Errorf(codes.Internal, "target_path: %v", err)
+		return false, toStatus(fmt.Errorf("target_path: %w", err))
 	}
-	if err := tmpfs.Mount(a.target, tmpfs.Options{
+	opts := tmpfs.Options{
 		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
-	}); err != nil {
-		return created, status.Error(codes.Internal, err.Error())
+	}
+	if err := tmpfs.Mount(a.target, opts); err != nil {
+		return created, toStatus(err)
 	}
 	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
-		return created, status.Errorf(codes.Internal, "write files: %v", err)
+		// Out of bytes or inodes is ResourceExhausted (codeOf); say the limits.
+		return created, toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
+			opts.SizeBytes, opts.Inodes, err))
 	}
 	return created, nil
 }
@@ -465,7 +465,8 @@ func podRef(p provider.Identity) klog.ObjectRef {
 func writeFiles(target string, files []atomicwriter.File, gid int) (bool, error) {
 	changed, err := atomicwriter.Write(target, files, atomicwriter.Options{GID: gid})
 	if err != nil {
-		return changed, status.Errorf(codes.Internal, "write files: %v", err)
+		// ENOSPC and friends become ResourceExhausted in codeOf.
+		return changed, toStatus(fmt.Errorf("write files: %w", err))
 	}
 	return changed, nil
 }

@@ -399,7 +399,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 			case "deny":
 				wantDecision, wantRule = "deny", "no-forbidden"
 			case "revoke":
-				wantRule = "" // an unpublish is not a policy decision
+				wantDecision, wantRule = "", "" // an unpublish is not a policy decision
 			}
 			if l.Decision != wantDecision || l.Rule != wantRule {
 				t.Errorf("decision %q rule %q, want %q %q", l.Decision, l.Rule, wantDecision, wantRule)

@@ -56,6 +56,23 @@ func TestPlanRefresh(t *testing.T) {
 			"", false, nil, nil, false},
 		{"request changed", func() *state.Volume { r := rec(nil, nil); r.RequestHash = "old"; return r }(),
 			"request-changed", true, nil, nil, false},
+		// Durations near time.Duration's limit must mean "far future": a
+		// wrapped sum used to make every re-publish read Vault.
+		{"huge period plus jitter is not due", func() *state.Volume {
+			r := rec([]provider.SecretInfo{kv("secret/data/a", time.Hour)}, nil)
+			r.RotationPeriod, r.Jitter = maxDuration, maxDuration/10
+			return r
+		}(), "", false, nil, nil, false},
+		{"huge period, no secrets recorded, is not due", func() *state.Volume {
+			r := rec(nil, nil)
+			r.RotationPeriod, r.Jitter = maxDuration, maxDuration/10
+			return r
+		}(), "", false, nil, nil, false},
+		{"certificate valid until 9999 (TTL saturated) is not due", rec([]provider.SecretInfo{lease("pki/issue/web", maxDuration, time.Hour, false)}, nil),
+			"", false, nil, nil, false},
+		{"token with a saturated life is not due", rec([]provider.SecretInfo{lease("database/creds/r", 24*time.Hour, time.Minute, true)},
+			&provider.Session{Token: "t", Renewable: true, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Hour).Add(maxDuration)}),
+			"", false, nil, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,5 +88,53 @@ func TestPlanRefresh(t *testing.T) {
 					p.reason, p.full, fetch, p.renew, p.renewToken, tt.reason, tt.full, tt.fetch, tt.renew, tt.renewToken)
 			}
 		})
+	}
+}
+
+const maxDuration = time.Duration(1<<63 - 1)
+
+// addSat and twoThirds never wrap: a positive duration never moves a time
+// into the past, however large.
+func TestSaturatingDueTime(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	mono := time.Now() // carries a monotonic reading, which Add also moves
+	tests := []struct {
+		name string
+		t    time.Time
+		ds   []time.Duration
+		want time.Time // zero: only "not before t" is checked
+	}{
+		{"nothing", t0, nil, t0},
+		{"plain sum", t0, []time.Duration{time.Hour, 6 * time.Minute}, t0.Add(66 * time.Minute)},
+		{"max plus max", t0, []time.Duration{maxDuration, maxDuration}, time.Time{}},
+		{"max plus a tenth", t0, []time.Duration{maxDuration, maxDuration / 10}, time.Time{}},
+		{"the pod attribute of the issue", t0, []time.Duration{2562047 * time.Hour, 256204 * time.Hour}, time.Time{}},
+		{"monotonic clock, max plus max", mono, []time.Duration{maxDuration, maxDuration}, time.Time{}},
+		{"negative stays exact", t0, []time.Duration{-time.Hour}, t0.Add(-time.Hour)},
+	}
+	for _, tt := range tests {
+		got := addSat(tt.t, tt.ds...)
+		if !tt.want.IsZero() && !got.Equal(tt.want) {
+			t.Errorf("%s: addSat = %v, want %v", tt.name, got, tt.want)
+		}
+		positive := len(tt.ds) > 0 && tt.ds[0] > 0
+		if positive && !got.After(tt.t) {
+			t.Errorf("%s: addSat(%v, %v) = %v, not after the start", tt.name, tt.t, tt.ds, got)
+		}
+		if positive && !got.After(tt.t.Add(100*365*24*time.Hour)) && tt.want.IsZero() {
+			t.Errorf("%s: addSat = %v, want far future", tt.name, got)
+		}
+	}
+	for _, d := range []time.Duration{0, 3, time.Hour, 90 * time.Minute, maxDuration, maxDuration - 1, maxDuration / 2} {
+		got := twoThirds(d)
+		if got < 0 || got > d {
+			t.Errorf("twoThirds(%d) = %d, outside [0, d]", d, got)
+		}
+		if d < 1<<40 && got != d*2/3 && got != d*2/3+1 {
+			t.Errorf("twoThirds(%v) = %v, want %v", d, got, d*2/3)
+		}
+	}
+	if got := twoThirds(time.Hour); got != 40*time.Minute {
+		t.Errorf("twoThirds(1h) = %v, want 40m", got)
 	}
 }

@@ -45,7 +45,7 @@ func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 	case rec.Failures > 0:
 		return refreshPlan{reason: "retry", full: true}
 	}
-	periodDue := !now.Before(rec.FetchedAt.Add(rec.RotationPeriod + rec.Jitter))
+	periodDue := !now.Before(addSat(rec.FetchedAt, rec.RotationPeriod, rec.Jitter))
 	if len(rec.Secrets) == 0 {
 		if periodDue {
 			return refreshPlan{reason: "period", full: true}
@@ -60,14 +60,14 @@ func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 			start = rec.FetchedAt
 		}
 		if s.LeaseDuration <= 0 {
-			if !now.Before(start.Add(rec.RotationPeriod + rec.Jitter)) {
+			if !now.Before(addSat(start, rec.RotationPeriod, rec.Jitter)) {
 				p.fetch[s.Path] = true
 				p.reason = firstNonEmpty(p.reason, "period")
 			}
 			continue
 		}
 		leased = true
-		if now.Before(start.Add(s.LeaseDuration * 2 / 3)) {
+		if now.Before(addSat(start, twoThirds(s.LeaseDuration))) {
 			continue
 		}
 		p.reason = firstNonEmpty(p.reason, "lease")
@@ -81,7 +81,7 @@ func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 	// through its life is renewed, or replaced with every lease under it.
 	if sess := rec.Session; leased && sess != nil && !sess.ExpiresAt.IsZero() && !sess.IssuedAt.IsZero() {
 		life := sess.ExpiresAt.Sub(sess.IssuedAt)
-		if !now.Before(sess.IssuedAt.Add(life * 2 / 3)) {
+		if !now.Before(addSat(sess.IssuedAt, twoThirds(life))) {
 			p.reason = firstNonEmpty(p.reason, "token")
 			if sess.Renewable {
 				p.renewToken = true
@@ -91,6 +91,24 @@ func planRefresh(rec *state.Volume, hash string, now time.Time) refreshPlan {
 		}
 	}
 	return p
+}
+
+// addSat is t plus each d without ever summing durations: a rotation
+// period near time.Duration's limit plus its jitter wrapped negative and
+// made every re-publish read Vault. time.Time.Add itself saturates at the
+// ends of Time's range, so a huge d means "far future", never the past.
+func addSat(t time.Time, ds ...time.Duration) time.Time {
+	for _, d := range ds {
+		t = t.Add(d)
+	}
+	return t
+}
+
+// twoThirds is d*2/3 without the overflow of d*2: a certificate valid until
+// 9999 has a TTL that saturates time.Duration, and doubling it wrapped to a
+// negative due time (a new certificate on every re-publish).
+func twoThirds(d time.Duration) time.Duration {
+	return d - d/3
 }
 
 func firstNonEmpty(a, b string) string {
@@ -143,8 +161,7 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 	op.Reason = plan.reason
 	heldBefore := leases(rec.Secrets)
 	r := &refresh{d: d, after: after, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
-	dec, err := d.authorize(ctx, a.vol)
-	op.Rule = dec.Rule
+	err := d.decide(ctx, a, &op)
 	if err == nil {
 		var release func()
 		if release, err = d.acquire(ctx); err == nil {

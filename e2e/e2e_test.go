@@ -74,7 +74,6 @@ type config struct {
 	apiHost, apiPort             string
 	externalVault                string
 	vaultListen, vaultAddrForPod string
-	k8sHostForVault              string
 	bulk                         int
 }
 

@@ -47,7 +47,7 @@ func helmBin(t testing.TB) string {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			helmErr = fmt.Errorf("build helm: %v: %s", err, stderr.String())
+			helmErr = fmt.Errorf("build helm: %w: %s", err, stderr.String())
 			return
 		}
 		helmPath = strings.TrimSpace(string(out))
@@ -67,7 +67,7 @@ func runHelm(t testing.TB, env []string, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
 }

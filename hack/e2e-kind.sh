@@ -34,6 +34,7 @@ fi
 tar=$(bash hack/e2e-image.sh)
 
 kubeconfig=$(mktemp)
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   rc=$?
   if [ "${E2E_KEEP_CLUSTER:-}" = 1 ]; then

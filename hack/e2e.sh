@@ -16,6 +16,7 @@ step() { echo "[e2e $(( $(date +%s) - t0 ))s] $*" >&2; }
 
 CLUSTER_DIR=${CLUSTER_DIR:-$root/.cache/cluster}
 state_dir=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   rc=$?
   if [ "${E2E_KEEP_CLUSTER:-}" = 1 ]; then

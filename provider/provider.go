@@ -44,8 +44,9 @@ type Config struct {
 // Provider fetches secrets from one Vault server. It is safe for concurrent
 // use and shares one HTTP connection pool across all volumes.
 type Provider struct {
-	cfg  Config
-	base *vault.Client
+	cfg    Config
+	base   *vault.Client
+	mounts *mountCache // mount types, for the issuing-endpoint check
 }
 
 // New checks the configuration and prepares the shared HTTP client.
@@ -90,7 +91,7 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
 	base.ClearToken() // never inherit VAULT_TOKEN from the environment
-	return &Provider{cfg: cfg, base: base}, nil
+	return &Provider{cfg: cfg, base: base, mounts: newMountCache(time.Now)}, nil
 }
 
 // Config returns the effective configuration.
@@ -293,6 +294,15 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 	argsOf := make(map[readKey]map[string]string, len(order))
 	for _, s := range specs {
 		argsOf[keyOf(s)] = s.Args
+	}
+	// Args make a write: Vault must confirm every such path is an issuing
+	// endpoint before anything at all is sent with them (all or nothing).
+	for _, s := range specs {
+		if s.Args != nil {
+			if err := k.checkIssuing(ctx, s); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -18,7 +18,13 @@ var (
 	ErrNotFound    = errors.New("not found")         // NotFound
 	ErrUnavailable = errors.New("vault unavailable") // Unavailable
 	ErrTooLarge    = errors.New("secret too large")  // ResourceExhausted
+	// ErrNotIssuing: a secret with args names a path Vault does not answer
+	// as a PKI issuing endpoint, so nothing is written (InvalidArgument).
+	ErrNotIssuing = errors.New("not a PKI issuing endpoint")
 )
+
+// opLookup is the OnRequest operation of a mount-type lookup.
+const opLookup = "lookup"
 
 // SecretSpec is one file of a volume: which Vault path to read and which
 // field of it to write.
@@ -27,9 +33,13 @@ type SecretSpec struct {
 	Path string      // Vault path, e.g. secret/data/db or kv/app
 	Key  string      // one field of the data; empty writes the whole map as JSON
 	Mode os.FileMode // file mode; 0 means the driver's default
-	// Args are the parameters of a write to an issuing endpoint (pki/issue/*);
-	// nil means a plain read.
+	// Args are the parameters of a write to an issuing endpoint
+	// (<pki mount>/issue/<role>); nil means a plain read. The write is sent
+	// only after Vault confirms the path is one (see checkIssuing).
 	Args map[string]string
+	// Index is the entry's position in the volume's secrets attribute, so
+	// that errors name it (secrets[2].args) even for a subset of a volume.
+	Index int `json:"-"`
 }
 
 // Identity is who the volume belongs to, as kubelet told the driver.

@@ -139,7 +139,7 @@ func (b *bench) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !c.scenarios[s.name] && !(s.name == "throughput" && b.needsVolumes()) {
+		if !c.scenarios[s.name] && (s.name != "throughput" || !b.needsVolumes()) {
 			continue
 		}
 		if b.drv != nil && !b.drv.alive() {

@@ -325,7 +325,7 @@ func (c *csiClient) waitReady(ctx context.Context, limit time.Duration) (*csi.Ge
 		time.Sleep(20 * time.Millisecond)
 	}
 	if last == nil {
-		last = errors.New("Probe never answered ready")
+		last = errors.New("probe never answered ready")
 	}
 	return nil, fmt.Errorf("driver not ready after %s: %w", limit, last)
 }

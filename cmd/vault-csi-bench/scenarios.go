@@ -24,10 +24,10 @@ func (b *bench) cold(ctx context.Context) error {
 			}
 			if _, err := b.publish(ctx, kubelet, v, b.tokensFor(v)); err != nil {
 				b.removePod(v)
-				return fmt.Errorf("%w: warm-up publish: %v", errFatal, err)
+				return fmt.Errorf("%w: warm-up publish: %w", errFatal, err)
 			}
 			if _, err := b.unpublish(ctx, kubelet, v); err != nil {
-				return fmt.Errorf("%w: warm-up unpublish: %v", errFatal, err)
+				return fmt.Errorf("%w: warm-up unpublish: %w", errFatal, err)
 			}
 		}
 	}

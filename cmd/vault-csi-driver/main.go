@@ -65,7 +65,7 @@ func main() {
 	flag.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz, e.g. 127.0.0.1:9808 (empty: off)")
 	flag.StringVar(&o.stateDir, "state-dir", driver.DefaultStateDir, "per-volume state (lease ids, Vault tokens); must be on tmpfs")
 	flag.BoolVar(&o.stateOnDisk, "insecure-state-on-disk", false, "allow a state dir that is not tmpfs (Vault tokens would reach disk)")
-	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s)")
+	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s, ceiling 720h)")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
 	flag.IntVar(&o.maxFetches, "max-concurrent-fetches", driver.DefaultMaxFetches, "publishes and refreshes talking to Vault at once (others wait; no-change re-publishes never do)")

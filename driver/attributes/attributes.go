@@ -49,6 +49,10 @@ const (
 	MaxPathLen      = 1024
 	// DataDirName is the atomic writer's symlink; no file may take its name.
 	DataDirName = "..data"
+	// MaxRotationPeriod bounds a volume's rotation period (and the driver's
+	// --rotation-period): 30 days is longer than any sensible refresh, and a
+	// bound keeps the due-time arithmetic far from time.Duration's limit.
+	MaxRotationPeriod = 720 * time.Hour
 )
 
 // Volume is a validated request for one volume.
@@ -129,8 +133,8 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 	}
 	if p, ok := volumeContext[AttrRotationPeriod]; ok {
 		d, err := time.ParseDuration(p)
-		if err != nil || d <= 0 {
-			return nil, fieldErr(AttrRotationPeriod, "must be a positive duration such as 5m")
+		if err != nil || d <= 0 || d > MaxRotationPeriod {
+			return nil, fieldErr(AttrRotationPeriod, "must be a positive duration of at most %s, such as 5m", fmtHours(MaxRotationPeriod))
 		}
 		v.RotationPeriod = d
 	}
@@ -291,7 +295,7 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		if err := checkReadablePath(e.Path); err != nil {
 			return nil, fieldErr(field+".path", "%v", err)
 		}
-		s := provider.SecretSpec{File: e.File, Path: e.Path}
+		s := provider.SecretSpec{File: e.File, Path: e.Path, Index: i}
 		if e.Key != nil {
 			if *e.Key == "" || strings.ContainsRune(*e.Key, 0) {
 				return nil, fieldErr(field+".key", "must be a non-empty field name (omit it to write the whole secret as JSON)")
@@ -307,13 +311,18 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 		}
 		if e.Args != nil {
 			if !IsIssuingPath(e.Path) {
-				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (pki/issue/<role>, pki_<x>/issue/<role>); %q is read", e.Path)
+				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (<pki mount>/issue/<role>); %q is read", e.Path)
 			}
 			s.Args = e.Args
 		}
 		specs = append(specs, s)
 	}
 	return specs, nil
+}
+
+// fmtHours prints a whole-hour duration as 720h rather than 720h0m0s.
+func fmtHours(d time.Duration) string {
+	return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
 }
 
 // CheckFileName enforces that a volume-relative file name cannot escape the
@@ -382,18 +391,16 @@ func checkReadablePath(p string) error {
 	return nil
 }
 
-// IsIssuingPath reports whether a path is an endpoint that issues a
-// credential on write (and so takes args): <mount>/issue/<role> where the
-// mount's last segment is pki, pki_<x> or pki-<x>. Anything else is only ever read,
-// so args can never turn into a write to, say, a KV path named issue.
+// IsIssuingPath reports whether a path has the shape of an endpoint that
+// issues a credential on write (and so takes args): <mount>/issue/<role>,
+// which also covers <mount>/issuer/<ref>/issue/<role>. It is only a first
+// filter: the mount may have any name, so whether the path really is a PKI
+// issuing endpoint is asked of Vault before anything is written (the
+// provider's checkIssuing); a KV path spelled like one is never written.
 func IsIssuingPath(p string) bool {
 	parts := strings.Split(p, "/")
 	n := len(parts)
-	if n < 3 || parts[n-2] != "issue" || parts[n-1] == "" {
-		return false
-	}
-	m := parts[n-3] // the mount's last segment: team/pki is a PKI mount too
-	return m == "pki" || strings.HasPrefix(m, "pki_") || strings.HasPrefix(m, "pki-")
+	return n >= 3 && parts[n-2] == "issue" && parts[n-1] != "" && parts[0] != ""
 }
 
 // checkName accepts the short identifiers kubelet and pods pass: no
@@ -433,4 +440,33 @@ func yamlMsg(err error) string {
 		msg = msg[:i]
 	}
 	return printable(msg)
+}
+
+// maxClaimedLen bounds each value Claimed returns: a Kubernetes name is at
+// most 253 bytes, anything longer is not one.
+const maxClaimedLen = 253
+
+// Claimed returns the pod identity and role the volume context claims,
+// without validating them, for the audit line of a request that failed
+// validation (possibly because of these very values). Values are cut to
+// maxClaimedLen bytes and control characters replaced; missing ones are "".
+func Claimed(volumeContext map[string]string) (provider.Identity, string) {
+	clip := func(key string) string {
+		s := volumeContext[key]
+		if len(s) > maxClaimedLen {
+			s = s[:maxClaimedLen] + "..."
+		}
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, s)
+	}
+	return provider.Identity{
+		Namespace:      clip(KeyPodNamespace),
+		PodName:        clip(KeyPodName),
+		PodUID:         clip(KeyPodUID),
+		ServiceAccount: clip(KeyServiceAccount),
+	}, clip(AttrRole)
 }

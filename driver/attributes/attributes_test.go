@@ -89,8 +89,8 @@ func TestParseValid(t *testing.T) {
 			},
 			Secrets: []provider.SecretSpec{
 				{File: "db/password", Path: "secret/data/db", Key: "password", Mode: 0o400},
-				{File: "db-creds.json", Path: "database/creds/payments", Mode: 0o444},
-				{File: "tls/cert", Path: "pki_int/issue/web", Key: "certificate",
+				{File: "db-creds.json", Path: "database/creds/payments", Mode: 0o444, Index: 1},
+				{File: "tls/cert", Path: "pki_int/issue/web", Key: "certificate", Index: 2,
 					Args: map[string]string{"common_name": "web.shop.svc", "ttl": "24h"}},
 			},
 		},
@@ -245,6 +245,9 @@ func TestParseRejects(t *testing.T) {
 		{"rotationPeriod words", set(AttrRotationPeriod, "often"), AttrRotationPeriod},
 		{"rotationPeriod negative", set(AttrRotationPeriod, "-1m"), AttrRotationPeriod},
 		{"rotationPeriod zero", set(AttrRotationPeriod, "0s"), AttrRotationPeriod},
+		{"rotationPeriod above the bound", set(AttrRotationPeriod, "721h"), AttrRotationPeriod},
+		{"rotationPeriod that overflowed the due time", set(AttrRotationPeriod, "2562047h"), AttrRotationPeriod},
+		{"rotationPeriod at Duration's limit", set(AttrRotationPeriod, "2562047h47m16.854775807s"), AttrRotationPeriod},
 
 		// Token; each variant carries the token so a leak would show.
 		{"missing token", del(KeyTokens), KeyTokens},
@@ -334,6 +337,16 @@ func TestParseMaxFilesAccepted(t *testing.T) {
 	}
 }
 
+// The rotation period's upper bound is inclusive.
+func TestRotationPeriodAtBound(t *testing.T) {
+	ctx := baseContext()
+	ctx[AttrRotationPeriod] = "720h"
+	v, err := Parse(ctx, nil, audience)
+	if err != nil || v.RotationPeriod != MaxRotationPeriod {
+		t.Fatalf("Parse(720h) = %v, %v", v, err)
+	}
+}
+
 func TestCheckFileName(t *testing.T) {
 	tests := []struct {
 		name string
@@ -369,6 +382,9 @@ func TestCheckFileName(t *testing.T) {
 	}
 }
 
+// The parse-time check is only the shape <mount>/issue/<role>: a mount may
+// have any name, and Vault decides whether the path really is a PKI issuing
+// endpoint before any write (provider checkIssuing, tested on a real Vault).
 func TestIsIssuingPath(t *testing.T) {
 	tests := []struct {
 		path string
@@ -377,16 +393,16 @@ func TestIsIssuingPath(t *testing.T) {
 		{"pki/issue/web", true},
 		{"pki_int/issue/web", true},
 		{"team/pki/issue/web", true},
+		{"certs/issue/web", true},              // a PKI mount with any name
+		{"pki/issuer/default/issue/web", true}, // issuer-scoped issuing
+		{"kv/issue/foo", true},                 // shape only: Vault refuses it later
 		{"pki/issue", false},
 		{"issue/web", false},
 		{"pki/sign/web", false},
 		{"pki/issue/web/extra", false},
 		{"secret/data/db", false},
 		{"database/creds/payments", false},
-		// A KV path that happens to contain issue/ must never be written to.
-		{"kv/issue/foo", false},
-		{"secret/issue/foo", false},
-		{"pkiish/issue/web", false},
+		{"pki/issue/", false},
 	}
 	for _, tt := range tests {
 		if got := IsIssuingPath(tt.path); got != tt.want {
@@ -487,5 +503,29 @@ func checkAccepted(t *testing.T, v *Volume) {
 	}
 	if len(files) != len(specs) {
 		t.Fatalf("%d specs but %d distinct files", len(specs), len(files))
+	}
+}
+
+// Claimed reads the identity a volume context claims, unvalidated but
+// bounded and on one line, for the audit line of a rejected request.
+func TestClaimed(t *testing.T) {
+	long := strings.Repeat("n", 300)
+	tests := []struct {
+		name     string
+		vc       map[string]string
+		wantPod  provider.Identity
+		wantRole string
+	}{
+		{"kubelet's keys", baseContext(), provider.Identity{Namespace: "shop", PodName: "payment-1",
+			PodUID: "0e8a1c3a-8d7e-4c61-9a51-1d3c4f6f2b10", ServiceAccount: "payment"}, "payments"},
+		{"nothing", nil, provider.Identity{}, ""},
+		{"too long and multi-line", map[string]string{KeyPodName: long, KeyPodNamespace: "a\nb\x00", AttrRole: "r\r"},
+			provider.Identity{PodName: long[:maxClaimedLen] + "...", Namespace: "a?b?"}, "r?"},
+	}
+	for _, tt := range tests {
+		pod, role := Claimed(tt.vc)
+		if pod != tt.wantPod || role != tt.wantRole {
+			t.Errorf("%s: Claimed = %+v %q, want %+v %q", tt.name, pod, role, tt.wantPod, tt.wantRole)
+		}
 	}
 }

@@ -29,6 +29,7 @@ const (
 	ActionRevoke  = "revoke"  // unpublish: leases and token revoked
 	ActionDeny    = "deny"    // refused by the access policy
 	ActionFail    = "fail"    // an attempt that failed
+	ActionReject  = "reject"  // refused before authorization (bad request); no Vault call
 )
 
 // Decisions.
@@ -46,7 +47,7 @@ type Event struct {
 	Paths                                        []string
 	Versions                                     map[string]int64 // KV v2 versions by path
 	LeaseIDs                                     []string         // hashed on output
-	Decision                                     string           // allow | deny
+	Decision                                     string           // allow | deny; empty when the policy was not asked
 	Rule                                         string           // the policy rule that decided
 	Error                                        string
 	Latency                                      time.Duration

@@ -165,7 +165,9 @@ func TestConcurrentWritersDoNotInterleave(t *testing.T) {
 	sc := bufio.NewScanner(&w.out)
 	seen := map[string]bool{}
 	for sc.Scan() {
-		var e struct{ Pod string }
+		var e struct {
+			Pod string `json:"pod"`
+		}
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("interleaved line %q: %v", sc.Text(), err)
 		}

@@ -13,10 +13,25 @@
 //	    podNames: ["payment-*"]         # globs on the pod name; empty = any
 //	    podLabels: "app=payment,tier in (web)"  # label selector; empty = any
 //	    roles: ["payments"]             # globs on the Vault role; empty = any
+//	    vaultNamespaces: ["team-a/**"]  # path globs on the pod's vaultNamespace override
+//	    authMounts: ["kubernetes-*"]    # path globs on the pod's authMount override
 //	    paths: ["secret/data/paypal", "secret/data/shop/**"]  # globs on Vault paths
 //
 // A rule applies to a request when all its "who" matchers (namespace, service
-// account, pod name, labels, role) match. Paths are then decided one by one,
+// account, pod name, labels, role, Vault namespace, auth mount) match.
+//
+// vaultNamespaces and authMounts decide where a pod may send its login when
+// it overrides the driver's --vault-namespace or --auth-mount (the volume
+// attributes of the same names). A pod that does not override them is never
+// held back by these fields. When it does:
+//   - an allow rule applies only if it lists the field and a glob matches
+//     the pod's value; an allow rule without the field does not apply, so a
+//     policy written before these fields existed denies every override;
+//   - a deny rule without the field applies whatever the pod chose, one with
+//     the field only when a glob matches the pod's value.
+//
+// The value is matched as the pod wrote it (a trailing / of a namespace is
+// dropped), even when it equals the driver's own setting. Paths are then decided one by one,
 // each by the first applicable rule whose paths match it; a deny rule without
 // paths matches every path. The request is allowed only when every path is
 // allowed. A deny rule therefore wins as soon as it is the first match for
@@ -68,6 +83,9 @@ import (
 // Subject is one publish request as the policy sees it.
 type Subject struct {
 	Namespace, ServiceAccount, PodName, PodUID, Role string
+	// VaultNamespace and AuthMount are the pod's overrides of the driver's
+	// Vault namespace and auth mount; "" when the pod does not set them.
+	VaultNamespace, AuthMount string
 	// Labels are the pod's labels; only needed when NeedsLabels is true.
 	Labels map[string]string
 	// Paths are the Vault paths the volume reads, in canonical form.
@@ -97,6 +115,8 @@ type rule struct {
 	serviceAccounts []nameGlob
 	podNames        []nameGlob
 	roles           []nameGlob
+	vaultNamespaces []pathGlob // overrides an allow rule admits; a deny rule's filter
+	authMounts      []pathGlob
 	selector        labels.Selector // nil: any labels
 	paths           []pathGlob
 	reason          string // precomputed so that Decide does not format
@@ -140,10 +160,19 @@ func (p *Policy) Decide(s Subject) Decision {
 			return Decision{Reason: fmt.Sprintf("Vault path %q is not canonical: %v", path, err)}
 		}
 	}
+	s.VaultNamespace = strings.TrimSuffix(s.VaultNamespace, "/")
+	for _, o := range []struct{ field, v string }{{fieldVaultNamespace, s.VaultNamespace}, {fieldAuthMount, s.AuthMount}} {
+		if o.v == "" {
+			continue
+		}
+		if err := checkPathForm(o.v); err != nil {
+			return Decision{Reason: fmt.Sprintf("%s %q is not canonical: %v", o.field, o.v, err)}
+		}
+	}
 
 	// done[i] is set once path i is allowed; a deny ends the evaluation.
 	var buf [32]bool
-	done := buf[:0]
+	var done []bool
 	if len(s.Paths) <= len(buf) {
 		done = buf[:len(s.Paths)]
 	} else {
@@ -182,7 +211,7 @@ func (p *Policy) Decide(s Subject) Decision {
 	}
 	for j, path := range s.Paths {
 		if !done[j] {
-			return Decision{Reason: fmt.Sprintf("%s for path %q", reasonNoMatch, path)}
+			return Decision{Reason: fmt.Sprintf("%s for path %q%s", reasonNoMatch, path, overrideNote(&s))}
 		}
 	}
 	return Decision{Reason: reasonNoMatch} // not reached: left > 0 means a path is pending
@@ -210,7 +239,47 @@ func (r *rule) appliesTo(s *Subject, ls labels.Set) bool {
 		matchNames(r.serviceAccounts, s.ServiceAccount) &&
 		matchNames(r.roles, s.Role) &&
 		matchNames(r.podNames, s.PodName) &&
+		r.matchOverride(r.vaultNamespaces, s.VaultNamespace) &&
+		r.matchOverride(r.authMounts, s.AuthMount) &&
 		(r.selector == nil || r.selector.Matches(ls))
+}
+
+// matchOverride applies a vaultNamespaces or authMounts matcher to a pod's
+// override v ("" = none). A rule without the field applies to pods without
+// an override, and (deny rules only) to any override. A rule with the field
+// applies to the overrides it lists, and (allow rules only) to pods without
+// an override: a deny rule naming authMounts is about those mounts only.
+func (r *rule) matchOverride(gs []pathGlob, v string) bool {
+	switch {
+	case len(gs) == 0:
+		return v == "" || r.deny
+	case v == "":
+		return !r.deny
+	}
+	return matchPaths(gs, v)
+}
+
+// Names of the override fields, as the pod writes them and as the policy
+// file lists them.
+const (
+	fieldVaultNamespace = "vaultNamespace"
+	fieldAuthMount      = "authMount"
+)
+
+// overrideNote explains a no-match for a pod that overrides its login
+// target: only allow rules that list the override can admit it.
+func overrideNote(s *Subject) string {
+	var parts []string
+	if s.VaultNamespace != "" {
+		parts = append(parts, fmt.Sprintf("%s %q (no allow rule lists it in vaultNamespaces)", fieldVaultNamespace, s.VaultNamespace))
+	}
+	if s.AuthMount != "" {
+		parts = append(parts, fmt.Sprintf("%s %q (no allow rule lists it in authMounts)", fieldAuthMount, s.AuthMount))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; the pod overrides " + strings.Join(parts, " and ")
 }
 
 // ruleSpec is the file format of one rule.
@@ -222,6 +291,8 @@ type ruleSpec struct {
 	PodNames        []string `json:"podNames"`
 	PodLabels       string   `json:"podLabels"`
 	Roles           []string `json:"roles"`
+	VaultNamespaces []string `json:"vaultNamespaces"`
+	AuthMounts      []string `json:"authMounts"`
 	Paths           []string `json:"paths"`
 }
 
@@ -229,7 +300,7 @@ type ruleSpec struct {
 // would otherwise accept "podnames" for "podNames" without a word.
 var (
 	topFields  = []string{"rules"}
-	ruleFields = []string{"name", "effect", "namespaces", "serviceAccounts", "podNames", "podLabels", "roles", "paths"}
+	ruleFields = []string{"name", "effect", "namespaces", "serviceAccounts", "podNames", "podLabels", "roles", "vaultNamespaces", "authMounts", "paths"}
 )
 
 // Rule names end up in Decisions, audit lines, Events and a metric label:
@@ -318,6 +389,12 @@ func parseRule(raw json.RawMessage) (rule, error) {
 	if r.roles, err = compileNames("roles", sp.Roles); err != nil {
 		return rule{}, err
 	}
+	if r.vaultNamespaces, err = compilePaths("vaultNamespaces", sp.VaultNamespaces); err != nil {
+		return rule{}, err
+	}
+	if r.authMounts, err = compilePaths("authMounts", sp.AuthMounts); err != nil {
+		return rule{}, err
+	}
 	if strings.TrimSpace(sp.PodLabels) != "" {
 		sel, err := labels.Parse(sp.PodLabels)
 		if err != nil {
@@ -342,6 +419,19 @@ func compileNames(field string, pats []string) ([]nameGlob, error) {
 	var gs []nameGlob
 	for i, pat := range pats {
 		g, err := compileName(pat)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+		gs = append(gs, g)
+	}
+	return gs, nil
+}
+
+// compilePaths compiles path globs for the override fields.
+func compilePaths(field string, pats []string) ([]pathGlob, error) {
+	var gs []pathGlob
+	for i, pat := range pats {
+		g, err := compilePath(pat)
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
 		}

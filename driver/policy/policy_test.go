@@ -96,6 +96,91 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+const overridePolicy = `
+rules:
+  - name: no-root-auth
+    effect: deny
+    authMounts: ["kubernetes"]
+  - name: no-admin-ns
+    effect: deny
+    vaultNamespaces: ["admin", "admin/**"]
+    paths: ["secret/data/**"]
+  - name: team-a
+    effect: allow
+    namespaces: ["team-a"]
+    vaultNamespaces: ["team-a", "team-a/**"]
+    authMounts: ["k8s-*", "clusters/*/k8s"]
+    paths: ["secret/data/**"]
+  - name: shop
+    effect: allow
+    namespaces: ["shop"]
+    paths: ["secret/data/**"]
+  - name: any-ns-no-auth
+    effect: allow
+    namespaces: ["ops"]
+    vaultNamespaces: ["**"]
+    paths: ["secret/data/**"]
+`
+
+// vaultNamespace and authMount overrides: a pod that sets one needs an allow
+// rule that lists it; a pod that sets neither is never held back by them.
+func TestDecideOverrides(t *testing.T) {
+	p := mustParse(t, overridePolicy)
+	subj := func(ns, vaultNS, authMount string) Subject {
+		return Subject{Namespace: ns, ServiceAccount: "sa", PodName: "p", Role: "r",
+			VaultNamespace: vaultNS, AuthMount: authMount, Paths: []string{"secret/data/x"}}
+	}
+	tests := []struct {
+		name    string
+		s       Subject
+		allowed bool
+		rule    string
+		reason  string
+	}{
+		{"no override, rule without the fields", subj("shop", "", ""), true, "shop", ""},
+		{"no override, rule with the fields", subj("team-a", "", ""), true, "team-a", ""},
+		{"auth override, rule without authMounts", subj("shop", "", "k8s-east"), false, "", `authMount "k8s-east" (no allow rule lists it in authMounts)`},
+		{"namespace override, rule without vaultNamespaces", subj("shop", "team-a", ""), false, "", `vaultNamespace "team-a" (no allow rule lists it in vaultNamespaces)`},
+		{"auth override listed", subj("team-a", "", "k8s-east"), true, "team-a", ""},
+		{"auth override with a slash listed", subj("team-a", "", "clusters/eu/k8s"), true, "team-a", ""},
+		{"auth override not listed", subj("team-a", "", "jwt"), false, "", "authMounts"},
+		{"namespace override listed", subj("team-a", "team-a", ""), true, "team-a", ""},
+		{"child namespace listed by **", subj("team-a", "team-a/child", ""), true, "team-a", ""},
+		{"trailing slash is dropped", subj("team-a", "team-a/", ""), true, "team-a", ""},
+		{"namespace override not listed", subj("team-a", "team-b", ""), false, "", "vaultNamespaces"},
+		{"both overrides listed", subj("team-a", "team-a/x", "k8s-1"), true, "team-a", ""},
+		{"one of two overrides not listed", subj("team-a", "team-a/x", "jwt"), false, "", "authMounts"},
+		{"deny rule without paths on an auth override", subj("team-a", "", "kubernetes"), false, "no-root-auth", `denied by rule "no-root-auth"`},
+		{"deny rule on a namespace override", subj("ops", "admin/sub", ""), false, "no-admin-ns", `denied by rule "no-admin-ns"`},
+		{"deny rules with the field ignore pods without override", subj("ops", "", ""), true, "any-ns-no-auth", ""},
+		{"deny rule with authMounts ignores other mounts", subj("team-a", "", "k8s-kubernetes"), true, "team-a", ""},
+		{"rule listing only namespaces admits no auth override", subj("ops", "ops", "k8s-1"), false, "", "authMounts"},
+		{"rule listing only namespaces admits its namespaces", subj("ops", "ops", ""), true, "any-ns-no-auth", ""},
+		{"non-canonical override", subj("team-a", "team-a//x", ""), false, "", "not canonical"},
+		{"dot-dot override", subj("team-a", "team-a/../admin", ""), false, "", "not canonical"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Decide(tt.s)
+			if d.Allowed != tt.allowed || d.Rule != tt.rule || !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("Decide = %+v, want allowed=%v rule=%q reason~%q", d, tt.allowed, tt.rule, tt.reason)
+			}
+		})
+	}
+	// A policy written before these fields existed denies every override.
+	old := mustParse(t, testPolicy)
+	s := payment()
+	s.AuthMount = "kubernetes"
+	if d := old.Decide(s); d.Allowed {
+		t.Errorf("old policy allowed an authMount override: %+v", d)
+	}
+	s = payment()
+	s.VaultNamespace = "other"
+	if d := old.Decide(s); d.Allowed {
+		t.Errorf("old policy allowed a vaultNamespace override: %+v", d)
+	}
+}
+
 func TestDecideManyPaths(t *testing.T) {
 	p := mustParse(t, testPolicy)
 	s := payment()
@@ -168,6 +253,11 @@ func TestParseErrors(t *testing.T) {
 		{"non-canonical path glob", `rules: [{name: a, effect: allow, paths: ["/secret/x"]}]`, []string{"paths[0]", "empty segment"}},
 		{"allow without paths", `rules: [{name: ok, effect: deny}, {name: a, effect: allow, namespaces: [x]}]`, []string{`rules[1] ("a")`, "paths: required"}},
 		{"rule not a mapping", `rules: [hello]`, []string{"rules[0]", "must be a mapping"}},
+		{"bad vaultNamespaces glob", `rules: [{name: a, effect: allow, paths: [x], vaultNamespaces: ["team/**x"]}]`, []string{`rules[0] ("a")`, "vaultNamespaces[0]", "whole path segment"}},
+		{"non-canonical vaultNamespaces glob", `rules: [{name: a, effect: allow, paths: [x], vaultNamespaces: ["team/"]}]`, []string{"vaultNamespaces[0]", "trailing /"}},
+		{"empty authMounts glob", `rules: [{name: a, effect: allow, paths: [x], authMounts: [""]}]`, []string{"authMounts[0]", "empty pattern"}},
+		{"authMounts not a list", `rules: [{name: a, effect: allow, paths: [x], authMounts: k8s}]`, []string{`rules[0] ("a")`, "authMounts"}},
+		{"field case matters for overrides", `rules: [{name: a, effect: allow, paths: [x], authmounts: [k8s]}]`, []string{`unknown field "authmounts"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

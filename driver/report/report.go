@@ -59,6 +59,8 @@ func (r *Reporter) metrics(op driver.Op) {
 	case "deny":
 		kind = metrics.OpPublish
 		m.PolicyDenied(op.Rule)
+	case driver.KindReject:
+		kind = metrics.OpPublish // a publish refused before authorization
 	case "republish":
 		kind = metrics.OpRefresh
 	}
@@ -101,13 +103,10 @@ func (r *Reporter) audit(op driver.Op) {
 		Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID,
 		ServiceAccount: op.Pod.ServiceAccount, Role: op.Role,
 		Paths: op.Paths, Rule: op.Rule, Latency: op.Latency, VaultRequests: op.Requests,
-		Decision: audit.DecisionAllow,
+		Decision: auditDecision(op),
 	}
 	if len(e.Paths) == 0 {
 		e.Paths = secretPaths(op.Secrets)
-	}
-	if op.Kind == "deny" {
-		e.Decision = audit.DecisionDeny
 	}
 	if op.Err != nil {
 		e.Error = status.Convert(op.Err).Message()
@@ -126,8 +125,22 @@ func (r *Reporter) audit(op driver.Op) {
 	r.Audit.Log(e)
 }
 
+// auditDecision is what the access policy answered; "" (left out of the
+// line) when it was not asked: a rejected request, an unpublish.
+func auditDecision(op driver.Op) string {
+	switch {
+	case op.Kind == "deny", op.Decision == driver.DecisionDeny:
+		return audit.DecisionDeny
+	case op.Decision == driver.DecisionAllow:
+		return audit.DecisionAllow
+	}
+	return ""
+}
+
 func auditAction(op driver.Op) string {
 	switch {
+	case op.Kind == driver.KindReject:
+		return audit.ActionReject
 	case op.Kind == "deny":
 		return audit.ActionDeny
 	case op.Kind == "unpublish":
@@ -211,7 +224,7 @@ func (r *Reporter) revokeRetry(op driver.Op) {
 	e := audit.Event{
 		Action:    audit.ActionRevoke,
 		Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID, ServiceAccount: op.Pod.ServiceAccount,
-		VaultRequests: op.Requests, Decision: audit.DecisionAllow,
+		VaultRequests: op.Requests, // no decision: the access policy is not asked
 	}
 	if op.Outcome == driver.RevokeOutcomeExpired {
 		e.Error = "the token expired before Vault could be reached: Vault revoked it and its leases"

@@ -129,7 +129,7 @@ func TestObserve(t *testing.T) {
 	}{
 		{
 			name: "first publish",
-			op: driver.Op{Kind: "publish", Outcome: "ok", Pod: pod, Role: "payments", Rule: "shop",
+			op: driver.Op{Kind: "publish", Outcome: "ok", Pod: pod, Role: "payments", Rule: "shop", Decision: driver.DecisionAllow,
 				Paths: []string{"secret/data/db", "database/creds/app"}, Secrets: []provider.SecretInfo{kvInfo, leaseInfo},
 				Latency: 30 * time.Millisecond, Requests: 3, LoggedIn: true, Changed: true, MountedDelta: 1, LeasesDelta: 1},
 			series: []string{
@@ -171,7 +171,7 @@ func TestObserve(t *testing.T) {
 		{
 			name: "failed first publish",
 			op: driver.Op{Kind: "publish", Outcome: "failed", Code: "NotFound", Err: notFound, Pod: pod, Role: "payments",
-				Rule: "shop", Paths: []string{"secret/data/missing"}},
+				Rule: "shop", Decision: driver.DecisionAllow, Paths: []string{"secret/data/missing"}},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=publish,outcome=NotFound}_count 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
@@ -180,13 +180,39 @@ func TestObserve(t *testing.T) {
 			eventType: "Warning", eventReason: report.ReasonMountFailed, eventHas: []string{"NotFound: secret/data/missing"},
 		},
 		{
-			name: "invalid request (no pod known)",
-			op:   driver.Op{Kind: "publish", Outcome: "failed", Code: "InvalidArgument", Err: status.Error(codes.InvalidArgument, "role: required")},
+			name: "rejected request (no pod known)",
+			op:   driver.Op{Kind: driver.KindReject, Outcome: "failed", Code: "InvalidArgument", Err: status.Error(codes.InvalidArgument, "role: required")},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=publish,outcome=InvalidArgument}_count 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionFail, decision: audit.DecisionAllow,
+			action: audit.ActionReject, decision: "", // the access policy was never asked
+		},
+		{
+			// The identity the volume context claims, even though it failed
+			// validation; no Event, since that identity is unverified.
+			name: "rejected request (pod claimed)",
+			op: driver.Op{Kind: driver.KindReject, Outcome: "failed", Code: "InvalidArgument", Pod: pod, Role: "payments",
+				Err: status.Error(codes.InvalidArgument, "secrets[0].file: required")},
+			series: []string{
+				"vault_csi_operation_duration_seconds{operation=publish,outcome=InvalidArgument}_count 1",
+				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
+			},
+			action: audit.ActionReject, decision: "",
+		},
+		{
+			// A refresh the policy now refuses keeps its files (kept-old)
+			// but its audit line says deny.
+			name: "refresh denied by the policy",
+			op: driver.Op{Kind: "refresh", Outcome: "kept-old", Code: "PermissionDenied", Err: denied, Reason: "period", Pod: pod,
+				Role: "payments", Rule: "no-paypal", Decision: driver.DecisionDeny, Paths: []string{"secret/data/paypal"}},
+			series: []string{
+				"vault_csi_operation_duration_seconds{operation=refresh,outcome=kept-old}_count 1",
+				"vault_csi_refresh_failures_total{reason=PermissionDenied} 1",
+				"vault_csi_vault_requests_per_operation{operation=refresh}_count 1",
+			},
+			action: audit.ActionFail, decision: audit.DecisionDeny,
+			eventType: "Warning", eventReason: report.ReasonRefreshFailed, eventHas: []string{"keeping the files already mounted", "PermissionDenied"},
 		},
 		{
 			name: "republish not due",
@@ -198,7 +224,7 @@ func TestObserve(t *testing.T) {
 		},
 		{
 			name: "refresh that rotated",
-			op: driver.Op{Kind: "refresh", Outcome: "ok", Changed: true, Reason: "period", Pod: pod, Role: "payments", Rule: "shop",
+			op: driver.Op{Kind: "refresh", Outcome: "ok", Changed: true, Reason: "period", Pod: pod, Role: "payments", Rule: "shop", Decision: driver.DecisionAllow,
 				Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{{Path: "secret/data/db", Version: 5}}, Requests: 1},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=OK}_count 1",
@@ -211,7 +237,7 @@ func TestObserve(t *testing.T) {
 		},
 		{
 			name: "refresh, nothing changed",
-			op: driver.Op{Kind: "refresh", Outcome: "unchanged", Reason: "period", Pod: pod, Role: "payments",
+			op: driver.Op{Kind: "refresh", Outcome: "unchanged", Reason: "period", Pod: pod, Role: "payments", Decision: driver.DecisionAllow,
 				Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 2, LoggedIn: true},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=unchanged}_count 1",
@@ -224,7 +250,7 @@ func TestObserve(t *testing.T) {
 		{
 			name: "refresh failed, old files kept",
 			op: driver.Op{Kind: "refresh", Outcome: "kept-old", Code: "Unavailable", Err: unavailable, Reason: "period", Pod: pod,
-				Role: "payments", Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 1},
+				Role: "payments", Decision: driver.DecisionAllow, Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 1},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=kept-old}_count 1",
 				"vault_csi_refresh_failures_total{reason=Unavailable} 1",
@@ -246,7 +272,7 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_requests_per_operation{operation=unpublish}_sum 1",
 				"vault_csi_volumes_mounted{} -1",
 			},
-			action: audit.ActionRevoke, decision: audit.DecisionAllow,
+			action: audit.ActionRevoke, decision: "", // an unpublish asks no policy
 		},
 		{
 			name: "background revocation retry failed",
@@ -261,7 +287,7 @@ func TestObserve(t *testing.T) {
 			series: []string{
 				"vault_csi_revocation_retries_total{outcome=OK} 1", // "ok" is shown as OK by series()
 			},
-			action: audit.ActionRevoke, decision: audit.DecisionAllow,
+			action: audit.ActionRevoke,
 		},
 		{
 			name: "background revocation dropped at the token's expiry",
@@ -269,7 +295,7 @@ func TestObserve(t *testing.T) {
 			series: []string{
 				"vault_csi_revocation_retries_total{outcome=expired} 1",
 			},
-			action: audit.ActionRevoke, decision: audit.DecisionAllow,
+			action: audit.ActionRevoke,
 		},
 	}
 	for _, tt := range tests {

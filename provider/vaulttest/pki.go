@@ -56,7 +56,8 @@ func (s *Server) ConfigurePKI(mount, role string, ttl time.Duration, generateLea
 		return "", fmt.Errorf("mount pki at %s: %w", mount, err)
 	}
 	// Tune too, so a mount created elsewhere (or re-tuned) gets the same limit.
-	if err := s.Root.Sys().TuneMount(mount, vault.MountConfigInput{MaxLeaseTTL: caTTL.String()}); err != nil {
+	maxTTL := caTTL.String()
+	if err := s.Root.Sys().TuneMountAllowNil(mount, vault.TuneMountConfigInput{MaxLeaseTTL: &maxTTL}); err != nil {
 		return "", fmt.Errorf("tune pki at %s: %w", mount, err)
 	}
 	sec, err := s.Root.Logical().Write(mount+"/root/generate/internal", map[string]any{

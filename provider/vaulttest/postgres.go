@@ -289,7 +289,7 @@ func (p *Postgres) startServer() error {
 		}
 		if time.Now().After(deadline) {
 			p.kill()
-			return fmt.Errorf("postgres not ready after 30s: %v; logs: %s", err, p.Logs())
+			return fmt.Errorf("postgres not ready after 30s: %w; logs: %s", err, p.Logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -427,7 +427,7 @@ func runBounded(cmd *exec.Cmd, limit time.Duration) (string, error) {
 		return out.String(), err
 	case <-time.After(limit):
 		_ = cmd.Process.Kill()
-		<-done
+		<-done //nolint:errcheck // the killed process's exit status says nothing more
 		return out.String(), fmt.Errorf("timed out after %s", limit)
 	}
 }
