@@ -127,11 +127,11 @@ func TestFirstPublishSurvivesKill(t *testing.T) {
 		for try := 1; try <= tries && hit == ""; try++ {
 			target := newTarget(t)
 			req := requestFor(v, volume{target: target, pod: shopPod, secrets: secrets})
-			done := make(chan error, 1)
+			done := make(chan struct{})
 			node := d.node // restart replaces it
 			go func() {
-				_, err := node.NodePublishVolume(ctxT(t), req)
-				done <- err
+				defer close(done)
+				_, _ = node.NodePublishVolume(ctxT(t), req) // fails when the driver is killed under it
 			}()
 			seen, finished := "", false
 			if kp.when == nil {
@@ -247,11 +247,11 @@ func TestRefreshKilledAfterLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 		file := stateFile(t, d.stateDir)
-		done := make(chan error, 1)
+		done := make(chan struct{})
 		node := d.node
 		go func() {
-			_, err := node.NodePublishVolume(ctxT(t), requestFor(v, volume{target: target, pod: shopPod, secrets: secrets}))
-			done <- err
+			defer close(done)
+			_, _ = node.NodePublishVolume(ctxT(t), requestFor(v, volume{target: target, pod: shopPod, secrets: secrets}))
 		}()
 		incoming := func() bool {
 			b, _ := os.ReadFile(file)
@@ -303,10 +303,11 @@ func stateFile(t *testing.T, dir string) string {
 // polls (bounded) until the count is 1 or stops falling.
 func settledTokens(t *testing.T, v *vaulttest.Server) int {
 	t.Helper()
-	n, last, stable := liveTokens(t, v), -1, 0
+	n, stable := liveTokens(t, v), 0
 	for i := 0; i < 100 && n > 1 && stable < 20; i++ { // up to 10s, or 2s without change
 		time.Sleep(100 * time.Millisecond)
-		last, n = n, liveTokens(t, v)
+		last := n
+		n = liveTokens(t, v)
 		if n == last {
 			stable++
 		} else {

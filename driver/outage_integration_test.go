@@ -152,7 +152,7 @@ func TestHungVaultDoesNotWedgePublishes(t *testing.T) {
 	var failed atomic.Int32
 	for i := 0; i < n; i++ {
 		wg.Add(1)
-		go func(i int) {
+		go func() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -160,7 +160,7 @@ func TestHungVaultDoesNotWedgePublishes(t *testing.T) {
 			if _, err := d.node.NodePublishVolume(ctx, req); err != nil {
 				failed.Add(1)
 			}
-		}(i)
+		}()
 	}
 	wg.Wait()
 	if failed.Load() != n || p.logins.Load() < 16 {

@@ -77,8 +77,8 @@ func nextRevokeAttempt(failures int, now, expires time.Time, r float64) (next ti
 
 // revocationExpiry is when a recorded token stops mattering.
 func revocationExpiry(r *state.Revocation) time.Time {
-	if !r.Session.ExpiresAt.IsZero() {
-		return r.Session.ExpiresAt
+	if !r.ExpiresAt.IsZero() {
+		return r.ExpiresAt
 	}
 	return r.Added.Add(revokeMaxAge)
 }
@@ -154,13 +154,11 @@ func (q *revoker) add(s *provider.Session, why string, w who, busy bool) *revoke
 		e.busy = true
 		return e
 	}
-	e := &revokeEntry{busy: busy, rec: state.Revocation{
-		Session: *s, Target: w.target, Pod: w.pod, Reason: why, Added: now,
-		// A held token is due for the loop only if its holder never
-		// reports back (it cannot: a crash empties memory, not the disk).
-		NextAttempt: now,
-	}}
+	e := &revokeEntry{busy: busy, rec: state.NewRevocation(s, w.target, w.pod)}
+	e.rec.Reason, e.rec.Added, e.rec.NextAttempt = why, now, now
 	if busy {
+		// Due for the loop only if its holder never reports back (after a
+		// crash, which empties memory, not the disk).
 		e.rec.NextAttempt = now.Add(revokeTimeout)
 	}
 	q.entries[key] = e
@@ -176,12 +174,12 @@ func (q *revoker) add(s *provider.Session, why string, w who, busy bool) *revoke
 // failure. It returns the Vault requests made and Vault's error.
 func (q *revoker) attempt(e *revokeEntry, background bool) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
-	err := q.release(ctx, &e.rec.Session)
+	err := q.release(ctx, e.rec.Session())
 	cancel()
 	outcome := q.settle(e, err)
 	if err != nil && !background {
 		klog.ErrorS(err, "revoke Vault token; retrying in the background", "target", e.rec.Target,
-			"pod", podRef(e.rec.Pod), "reason", e.rec.Reason)
+			"pod", podRef(e.rec.Pod()), "reason", e.rec.Reason)
 	}
 	if background {
 		q.report(&e.rec, outcome, err)
@@ -220,10 +218,10 @@ func (q *revoker) settle(e *revokeEntry, err error) string {
 func (q *revoker) report(r *state.Revocation, outcome string, err error) {
 	if outcome != RevokeOutcomeFailed || r.Attempts == 1 {
 		klog.InfoS("background revocation of a Vault token", "outcome", outcome, "failures", r.Attempts,
-			"target", r.Target, "pod", podRef(r.Pod), "reason", r.Reason)
+			"target", r.Target, "pod", podRef(r.Pod()), "reason", r.Reason)
 	}
 	if q.observe != nil {
-		op := Op{Kind: OpRevokeRetry, Outcome: outcome, Err: err, Target: r.Target, Pod: r.Pod, Reason: r.Reason}
+		op := Op{Kind: OpRevokeRetry, Outcome: outcome, Err: err, Target: r.Target, Pod: r.Pod(), Reason: r.Reason}
 		if outcome != RevokeOutcomeExpired {
 			op.Requests = 1 // an expired token is dropped without asking Vault
 		}

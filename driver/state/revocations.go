@@ -21,12 +21,18 @@ const revocationsDir = "revoke"
 // Revocation is a Vault token the driver no longer needs and has not yet
 // revoked (Vault was unreachable, or the driver handed it over to be
 // revoked outside a lock). It holds the token, its namespace and expiry,
-// and who it belonged to: never a secret value.
+// and whose it was: never a secret value.
 type Revocation struct {
-	Session provider.Session `json:"session"`
-	// Target and Pod say whose token it was, for logs and audit lines.
-	Target string            `json:"target,omitempty"`
-	Pod    provider.Identity `json:"pod"`
+	Token     string    `json:"token"`
+	Accessor  string    `json:"accessor,omitempty"`
+	Namespace string    `json:"namespace,omitempty"` // Vault namespace
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`  // zero: unknown
+	// Target and the pod say whose token it was, for logs and audit lines.
+	Target         string `json:"target,omitempty"`
+	PodNamespace   string `json:"podNamespace,omitempty"`
+	PodName        string `json:"podName,omitempty"`
+	PodUID         string `json:"podUID,omitempty"`
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 	// Reason is why the token is no longer needed (unpublish, failed
 	// publish, replaced, ...).
 	Reason string `json:"reason"`
@@ -38,9 +44,28 @@ type Revocation struct {
 	LastError   string    `json:"lastError,omitempty"`
 }
 
+// NewRevocation records a session's token, for the pod it was made for.
+func NewRevocation(s *provider.Session, target string, pod provider.Identity) Revocation {
+	return Revocation{
+		Token: s.Token, Accessor: s.Accessor, Namespace: s.Namespace, ExpiresAt: s.ExpiresAt,
+		Target: target, PodNamespace: pod.Namespace, PodName: pod.PodName, PodUID: pod.PodUID,
+		ServiceAccount: pod.ServiceAccount,
+	}
+}
+
+// Session is what revoking the token needs.
+func (r *Revocation) Session() *provider.Session {
+	return &provider.Session{Token: r.Token, Accessor: r.Accessor, Namespace: r.Namespace, ExpiresAt: r.ExpiresAt}
+}
+
+// Pod is whose token it was.
+func (r *Revocation) Pod() provider.Identity {
+	return provider.Identity{Namespace: r.PodNamespace, PodName: r.PodName, PodUID: r.PodUID, ServiceAccount: r.ServiceAccount}
+}
+
 // Key names a revocation record; the token itself never appears in a file
 // name.
-func (r *Revocation) Key() string { return RevocationKey(r.Session.Token) }
+func (r *Revocation) Key() string { return RevocationKey(r.Token) }
 
 // RevocationKey is the record key of a token.
 func RevocationKey(token string) string {
@@ -54,7 +79,7 @@ func (s *Store) revocationFile(key string) string {
 
 // PutRevocation writes a revocation record atomically.
 func (s *Store) PutRevocation(r *Revocation) error {
-	if r.Session.Token == "" {
+	if r.Token == "" {
 		return errors.New("save revocation: no token")
 	}
 	b, err := json.Marshal(r)
@@ -118,7 +143,7 @@ func (s *Store) Revocations() ([]*Revocation, error) {
 			continue
 		}
 		var r Revocation
-		if err := json.Unmarshal(b, &r); err != nil || r.Session.Token == "" {
+		if err := json.Unmarshal(b, &r); err != nil || r.Token == "" {
 			errs = append(errs, fmt.Errorf("revocation record %s is unreadable", e.Name()))
 			continue
 		}

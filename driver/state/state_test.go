@@ -80,13 +80,14 @@ func TestRevocations(t *testing.T) {
 	}
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	for _, tok := range []string{"hvs.token-one", "hvs.token-two"} {
-		r := &Revocation{Session: provider.Session{Token: tok, Namespace: "ns1", ExpiresAt: exp}, Reason: "unpublish",
-			Target: "/t/" + tok, Added: time.Now()}
-		if err := s.PutRevocation(r); err != nil {
+		r := NewRevocation(&provider.Session{Token: tok, Namespace: "ns1", ExpiresAt: exp}, "/t/"+tok,
+			provider.Identity{Namespace: "shop", PodName: "p"})
+		r.Reason, r.Added = "unpublish", time.Now()
+		if err := s.PutRevocation(&r); err != nil {
 			t.Fatal(err)
 		}
 		r.Attempts = 3 // rewriting replaces the record
-		if err := s.PutRevocation(r); err != nil {
+		if err := s.PutRevocation(&r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,7 +103,7 @@ func TestRevocations(t *testing.T) {
 		t.Fatalf("after reopen: %d records, %v", len(rs), err)
 	}
 	for _, r := range rs {
-		if r.Attempts != 3 || r.Session.Namespace != "ns1" || !r.Session.ExpiresAt.Equal(exp) {
+		if r.Attempts != 3 || r.Session().Namespace != "ns1" || !r.Session().ExpiresAt.Equal(exp) || r.Pod().PodName != "p" {
 			t.Errorf("record = %+v", r)
 		}
 	}

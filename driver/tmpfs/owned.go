@@ -29,7 +29,7 @@ func Owned(target string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read mount table: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: a close error loses nothing
 	return ownedIn(f, target)
 }
 
