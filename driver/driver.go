@@ -172,7 +172,18 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
 	}
 	d.revoker = newRevoker(store, f.Release, cfg.Clock, rand.Float64, obs.Observe)
+	if o, ok := f.(orphanSink); ok {
+		o.SetOrphanHandler(func(s *provider.Session, pod provider.Identity) {
+			d.revoker.later(s, revokeLateLogin, who{pod: pod})
+		})
+	}
 	return d, nil
+}
+
+// orphanSink is a Fetcher that hands over tokens Vault issued for a login
+// whose caller had already given up (provider.Provider does).
+type orphanSink interface {
+	SetOrphanHandler(func(*provider.Session, provider.Identity))
 }
 
 type nopObserver struct{}

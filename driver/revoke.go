@@ -41,6 +41,7 @@ const (
 	revokeFailedRefresh = "failed-refresh"
 	revokeReplaced      = "replaced"
 	revokeUnfinished    = "unfinished-publish" // a publish the driver died in
+	revokeLateLogin     = "late-login"         // Vault answered a login after its caller left
 )
 
 // OpRevokeRetry is the Op kind of a background revocation attempt; its

@@ -22,6 +22,14 @@ const (
 	AuthJWT        = "jwt"
 )
 
+// How long a login may run on after its caller gave up, so that a token
+// Vault issues late is revoked rather than lost; and the deadline of that
+// revocation when no orphan handler is set.
+const (
+	loginTimeout      = 30 * time.Second
+	lateRevokeTimeout = 3 * time.Second
+)
+
 // Limits on what one Fetch returns.
 const (
 	MaxSecretBytes = 1 << 20
@@ -44,9 +52,10 @@ type Config struct {
 // Provider fetches secrets from one Vault server. It is safe for concurrent
 // use and shares one HTTP connection pool across all volumes.
 type Provider struct {
-	cfg    Config
-	base   *vault.Client
-	mounts *mountCache // mount types, for the issuing-endpoint check
+	cfg     Config
+	base    *vault.Client
+	mounts  *mountCache // mount types, for the issuing-endpoint check
+	orphans atomic.Pointer[func(*Session, Identity)]
 }
 
 // New checks the configuration and prepares the shared HTTP client.
@@ -232,17 +241,53 @@ func (k *call) login(ctx context.Context, req *Request) (*Session, error) {
 	if mount == "" {
 		mount = k.p.cfg.AuthMount
 	}
+	what := fmt.Sprintf("vault login as role %q at auth/%s", req.Role, mount)
 	start := time.Now()
-	secret, err := k.c.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{
-		"role": req.Role,
-		"jwt":  req.JWT,
-	})
-	k.observe("login", err)
-	if err != nil {
-		return nil, k.wrap(ctx, fmt.Sprintf("vault login as role %q at auth/%s", req.Role, mount), err)
+	// The login runs on past the caller's deadline (up to loginTimeout): a
+	// token Vault issues after the caller gave up must still reach someone
+	// who revokes it, or it lives for its whole TTL.
+	type answer struct {
+		secret *vault.Secret
+		err    error
 	}
+	answers := make(chan answer, 1)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loginTimeout)
+	go func() {
+		defer cancel()
+		secret, err := k.c.Logical().WriteWithContext(lctx, "auth/"+mount+"/login", map[string]any{
+			"role": req.Role,
+			"jwt":  req.JWT,
+		})
+		k.observe("login", err)
+		answers <- answer{secret, err}
+	}()
+	var a answer
+	select {
+	case a = <-answers:
+	case <-ctx.Done():
+		go func() {
+			if a := <-answers; a.err == nil {
+				if s := k.session(a.secret, start); s != nil {
+					k.p.lateLogin(s, req.Pod)
+				}
+			}
+		}()
+		return nil, k.wrap(ctx, what, ctx.Err())
+	}
+	if a.err != nil {
+		return nil, k.wrap(ctx, what, a.err)
+	}
+	s := k.session(a.secret, start)
+	if s == nil {
+		return nil, fmt.Errorf("%s: %w: no token in the response", what, ErrUnavailable)
+	}
+	return s, nil
+}
+
+// session is the Session of a login's answer; nil without a token.
+func (k *call) session(secret *vault.Secret, start time.Time) *Session {
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, fmt.Errorf("vault login as role %q at auth/%s: %w: no token in the response", req.Role, mount, ErrUnavailable)
+		return nil
 	}
 	s := &Session{
 		Token:     secret.Auth.ClientToken,
@@ -254,7 +299,24 @@ func (k *call) login(ctx context.Context, req *Request) (*Session, error) {
 	if secret.Auth.LeaseDuration > 0 {
 		s.ExpiresAt = start.Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
 	}
-	return s, nil
+	return s
+}
+
+// SetOrphanHandler names who takes a token that Vault issued for a login
+// whose caller had already given up (its deadline passed mid-login). The
+// driver hands it to its revocation queue. Without a handler the provider
+// revokes such a token itself, once, with a short deadline.
+func (p *Provider) SetOrphanHandler(f func(*Session, Identity)) { p.orphans.Store(&f) }
+
+// lateLogin disposes of a token that came back after its caller left.
+func (p *Provider) lateLogin(s *Session, pod Identity) {
+	if f := p.orphans.Load(); f != nil && *f != nil {
+		(*f)(s, pod)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lateRevokeTimeout)
+	defer cancel()
+	_ = p.revokeToken(ctx, s)
 }
 
 // readKey identifies one Vault request: files that name the same path (and

@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -229,6 +233,69 @@ func TestFetchFailureHandsBackToken(t *testing.T) {
 	req.JWT = ""
 	if res, err := p.Fetch(context.Background(), req); err == nil || res.Orphan != nil {
 		t.Errorf("no login: err %v, orphan %v", err, res.Orphan != nil)
+	}
+}
+
+// A login Vault answers after the caller's deadline still yields its
+// token to someone who revokes it: the orphan handler when one is set (the
+// driver's revocation queue), else the provider itself. Vault is real; a
+// proxy delays its login answers, as a slow network or a loaded Vault does.
+func TestLateLoginTokenIsNotLost(t *testing.T) {
+	v, _ := setup(t)
+	u, err := url.Parse(v.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if strings.HasSuffix(r.Request.URL.Path, "/login") {
+			time.Sleep(400 * time.Millisecond) // Vault has issued the token; the answer is late
+		}
+		return nil
+	}
+	slow := httptest.NewServer(rp)
+	t.Cleanup(slow.Close)
+	before := tokenCount(t, v)
+	for _, withHandler := range []bool{true, false} {
+		p, err := provider.New(provider.Config{Addr: slow.URL, AuthMethod: provider.AuthJWT, AuthMount: v.JWTMount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handed := make(chan *provider.Session, 1)
+		if withHandler {
+			p.SetOrphanHandler(func(s *provider.Session, pod provider.Identity) {
+				if pod.Namespace != "shop" || pod.ServiceAccount != "payment" {
+					t.Errorf("orphan handed over for %+v", pod)
+				}
+				handed <- s
+			})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		_, err = p.Fetch(ctx, request(v, provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"}))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the caller's deadline", err)
+		}
+		if withHandler {
+			select {
+			case s := <-handed:
+				if err := p.Release(context.Background(), s); err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the late login's token was never handed over")
+			}
+		}
+		n := 0
+		for i := 0; i < 100; i++ { // bounded: 10s
+			if n = tokenCount(t, v); n == before {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n != before {
+			t.Errorf("handler %v: %d tokens alive, want %d: the late login's token leaked", withHandler, n, before)
+		}
 	}
 }
 
