@@ -18,10 +18,12 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/connlimit"
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
@@ -86,6 +88,12 @@ type Config struct {
 	// bound keeps a burst of pods (or a mass rotation) from growing memory
 	// and Vault load without limit. Skipped re-publishes never wait.
 	MaxConcurrentFetches int
+	// MaxConnections bounds the connections held on the CSI socket; at the
+	// bound a new one replaces the longest-idle one (see connlimit).
+	MaxConnections int
+	// MaxConnectionIdle closes a connection with no call in flight for
+	// this long (kubelet opens one per call and closes it).
+	MaxConnectionIdle time.Duration
 	// Clock drives the revocation retries (nil: the real clock).
 	Clock clock.Clock
 }
@@ -101,6 +109,25 @@ const (
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
 	DefaultMaxFetches     = 16
+	// DefaultMaxConnections is far above what kubelet holds at once (one
+	// per call in flight) and keeps the worst case at about 800 goroutines.
+	DefaultMaxConnections    = 256
+	MinMaxConnections        = 4
+	DefaultMaxConnectionIdle = time.Minute
+	MinMaxConnectionIdle     = time.Second
+)
+
+// Per-connection bounds of the CSI socket that need no flag.
+const (
+	// handshakeTimeout closes a connection that does not complete the
+	// HTTP/2 handshake (gRPC's default is 120s).
+	handshakeTimeout = 10 * time.Second
+	// maxStreamsPerConn bounds calls in flight on one connection; kubelet
+	// makes one per connection, more wait on the client side.
+	maxStreamsPerConn = 64
+	// minPingInterval: a client pinging more often, or pinging with no call
+	// in flight, is told to go away (gRPC keepalive enforcement).
+	minPingInterval = 10 * time.Second
 )
 
 // Driver serves CSI Identity and Node.
@@ -152,6 +179,18 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	}
 	if cfg.MaxConcurrentFetches <= 0 {
 		cfg.MaxConcurrentFetches = DefaultMaxFetches
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnections < MinMaxConnections {
+		return nil, fmt.Errorf("max connections %d is below the floor of %d", cfg.MaxConnections, MinMaxConnections)
+	}
+	if cfg.MaxConnectionIdle == 0 {
+		cfg.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
+	if cfg.MaxConnectionIdle < MinMaxConnectionIdle {
+		return nil, fmt.Errorf("max connection idle %s is below the floor of %s", cfg.MaxConnectionIdle, MinMaxConnectionIdle)
 	}
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
@@ -222,14 +261,21 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
+	// One client holding connections open must not grow the driver without
+	// bound (1,300 idle ones held 3,353 goroutines): cap them, close idle
+	// and half-open ones, and bound calls and pings per connection.
+	lim := connlimit.New(l, d.cfg.MaxConnections, connlimit.DefaultEvictAfter)
 	// kubelet opens a new connection for every call: small per-connection
 	// buffers (instead of 32 KiB each way) keep a burst of pods cheap.
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logInterceptor),
-		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true))
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(lim.UnaryInterceptor, logInterceptor),
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: d.cfg.MaxConnectionIdle}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval}),
+		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+	go func() { errc <- srv.Serve(lim) }()
 	close(d.ready)
 	klog.InfoS("serving CSI", "endpoint", path, "driver", d.cfg.Name, "node", d.cfg.NodeID)
 	select {

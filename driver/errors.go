@@ -16,11 +16,14 @@ import (
 // the node service goes through here, so none reaches kubelet as Unknown.
 func codeOf(err error) codes.Code {
 	var fe *attributes.FieldError
+	var ie *attributes.IdentityError
 	switch {
 	case err == nil:
 		return codes.OK
 	case status.Code(err) != codes.Unknown:
 		return status.Code(err)
+	case errors.As(err, &ie):
+		return codes.PermissionDenied
 	case errors.As(err, &fe), errors.Is(err, provider.ErrInvalid), errors.Is(err, provider.ErrNotIssuing):
 		return codes.InvalidArgument
 	case errors.Is(err, provider.ErrDenied):

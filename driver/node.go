@@ -48,6 +48,12 @@ type publishArgs struct {
 	gid    int
 	vol    *attributes.Volume
 	hash   string
+
+	// tg holds the target's parent open, resolved with no symlink; dir
+	// (tg.Path()) names the target through it for every file operation,
+	// target (kubelet's path) is the key in state, logs and events.
+	tg  *tmpfs.Target
+	dir string
 }
 
 func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArgs, error) {
@@ -84,15 +90,14 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	}
 	vol, err := attributes.Parse(req.GetVolumeContext(), req.GetSecrets(), d.cfg.Audience)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, toStatus(err) // InvalidArgument; PermissionDenied for a token of another identity
 	}
 	if err := d.checkTarget(target, vol.Request.Pod.PodUID); err != nil {
 		return nil, err
 	}
-	if isLink, err := tmpfs.IsSymlink(target); err != nil {
-		return nil, status.Errorf(codes.Internal, "target_path: %v", err)
-	} else if isLink {
-		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q is a symlink", target)
+	tg, err := d.openTarget(target)
+	if err != nil {
+		return nil, err
 	}
 	if vol.RotationPeriod != 0 && vol.RotationPeriod < d.cfg.RotationPeriod {
 		// A pod may lengthen the period, never shorten it (Vault load).
@@ -101,7 +106,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	if vol.RotationPeriod == 0 {
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
-	return &publishArgs{target: target, volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
+	return &publishArgs{target: target, tg: tg, dir: tg.Path(), volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
 }
 
 // checkIDAndTarget validates the two fields every node call carries.
@@ -134,6 +139,42 @@ func (d *Driver) checkTarget(target, podUID string) error {
 	return nil
 }
 
+// checkUnpublishTarget applies publish's layout check to an unpublish,
+// which carries no pod: the uid is the target's own pods/<uid> component
+// and must be a UUID.
+func (d *Driver) checkUnpublishTarget(target string) error {
+	if d.cfg.KubeletDir == "" {
+		return nil
+	}
+	rest, _ := strings.CutPrefix(target, filepath.Join(d.cfg.KubeletDir, "pods")+"/")
+	uid, _, _ := strings.Cut(rest, "/")
+	if !attributes.IsUUID(uid) {
+		return status.Errorf(codes.InvalidArgument, "target_path: %q is not %s/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount",
+			target, d.cfg.KubeletDir)
+	}
+	return d.checkTarget(target, uid)
+}
+
+// openTarget resolves the target with no symlink in any component (beneath
+// --kubelet-dir when set, else from /): only its last component was ever
+// checked before, so a link at pods/<uid> or above redirected the mount.
+func (d *Driver) openTarget(target string) (*tmpfs.Target, error) {
+	tg, err := tmpfs.Resolve(d.cfg.KubeletDir, target)
+	switch {
+	case err == nil:
+		return tg, nil
+	case errors.Is(err, tmpfs.ErrSymlink):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q: %v (a symlink is never followed)", target, err)
+	case errors.Is(err, tmpfs.ErrOutside):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q is not below --kubelet-dir %s", target, d.cfg.KubeletDir)
+	case errors.Is(err, tmpfs.ErrNotDir):
+		return nil, status.Errorf(codes.InvalidArgument, "target_path: %q: %v", target, err)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, status.Errorf(codes.NotFound, "target_path: parent of %q does not exist (kubelet creates it)", target)
+	}
+	return nil, status.Errorf(codes.Internal, "target_path: %v", err)
+}
+
 // requestHash identifies what a volume asks for, excluding the token
 // kubelet refreshes on each call.
 func requestHash(v *attributes.Volume, gid int) string {
@@ -157,12 +198,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, d.reject(req, err, start)
 	}
+	defer args.tg.Close()
 	after := &afterLock{d: d}
-	defer after.run() // deferred first, so it runs after unlock
+	defer after.run() // deferred before unlock, so it runs after it
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
-	mounted, err := tmpfs.IsMounted(args.target)
+	mounted, err := tmpfs.IsMounted(args.dir)
 	if err != nil {
 		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
@@ -171,17 +213,17 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
-		_, lerr := os.Readlink(filepath.Join(args.target, "..data"))
+		_, lerr := os.Readlink(filepath.Join(args.dir, "..data"))
 		if rec != nil && rec.Pending || rec == nil && err == nil && lerr != nil {
 			// A first publish the driver died in (kill -9 between the mount
 			// and the first ..data swap): kubelet never saw it succeed, so no
 			// container uses the tmpfs. If it is ours, start over.
-			owned, oerr := tmpfs.Owned(args.target)
+			owned, oerr := tmpfs.Owned(args.dir)
 			if oerr != nil {
 				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
 			}
 			if owned {
-				if uerr := tmpfs.Unmount(args.target); uerr != nil {
+				if uerr := tmpfs.Unmount(args.dir); uerr != nil {
 					return nil, d.reject(req, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr), start)
 				}
 				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
@@ -268,7 +310,7 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 	}
 	created, err := d.mountAndWrite(a, files)
 	if err != nil {
-		d.cleanupTarget(a.target, created)
+		d.cleanupTarget(a.dir, created)
 		release()
 		return fail(err)
 	}
@@ -281,7 +323,7 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10),
 	}
 	if err := d.store.Put(rec); err != nil {
-		d.cleanupTarget(a.target, created)
+		d.cleanupTarget(a.dir, created)
 		release()
 		return fail(err)
 	}
@@ -362,14 +404,16 @@ func (d *Driver) files(in []provider.File, gid int) ([]atomicwriter.File, error)
 // mountAndWrite creates the target if needed, mounts the tmpfs and writes
 // the first payload. It reports whether it created the target directory.
 func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (created bool, err error) {
-	switch err := os.Mkdir(a.target, 0o750); {
+	// Through the parent held open since the check: a component swapped
+	// for a symlink meanwhile cannot redirect the mkdir, mount or writes.
+	switch err := a.tg.Mkdir(0o750); {
 	case err == nil:
 		created = true
 	case errors.Is(err, os.ErrExist):
-		if info, serr := os.Lstat(a.target); serr != nil || !info.IsDir() {
+		if info, serr := os.Lstat(a.dir); serr != nil || !info.IsDir() {
 			return false, status.Errorf(codes.InvalidArgument, "target_path: %q exists and is not a directory", a.target)
 		}
-		if entries, _ := os.ReadDir(a.target); len(entries) > 0 {
+		if entries, _ := os.ReadDir(a.dir); len(entries) > 0 {
 			return false, status.Errorf(codes.FailedPrecondition, "target_path: %q is not empty", a.target)
 		}
 	case errors.Is(err, os.ErrNotExist):
@@ -382,10 +426,10 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
 	}
-	if err := tmpfs.Mount(a.target, opts); err != nil {
+	if err := a.tg.Mount(opts); err != nil {
 		return created, toStatus(err)
 	}
-	if _, err := atomicwriter.Write(a.target, files, atomicwriter.Options{GID: a.gid}); err != nil {
+	if _, err := atomicwriter.Write(a.dir, files, atomicwriter.Options{GID: a.gid}); err != nil {
 		// Out of bytes or inodes is ResourceExhausted (codeOf); say the limits.
 		return created, toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
 			opts.SizeBytes, opts.Inodes, err))
@@ -394,6 +438,7 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 }
 
 // cleanupTarget undoes a failed first publish: nothing stays mounted.
+// target is publishArgs.dir (the path through the checked parent).
 func (d *Driver) cleanupTarget(target string, created bool) {
 	if err := tmpfs.Unmount(target); err != nil {
 		klog.ErrorS(err, "cleanup after failed publish", "target", target)
@@ -404,17 +449,33 @@ func (d *Driver) cleanupTarget(target string, created bool) {
 }
 
 // NodeUnpublishVolume revokes the volume's Vault token (and with it its
-// leases), unmounts and removes the target. Unknown targets succeed.
+// leases), unmounts and removes the target. Unknown targets succeed; a
+// target that holds something the driver did not make is refused and left
+// as it is.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	start := time.Now()
 	target := req.GetTargetPath()
 	if err := checkIDAndTarget(req.GetVolumeId(), target); err != nil {
 		return nil, err
 	}
+	if err := d.checkUnpublishTarget(target); err != nil {
+		return nil, err
+	}
+	tg, err := d.openTarget(target)
+	gone := status.Code(err) == codes.NotFound // no parent: nothing on disk to undo
+	if err != nil && !gone {
+		return nil, err
+	}
+	defer tg.Close()
 	after := &afterLock{d: d}
-	defer after.run() // deferred first, so it runs after unlock
+	defer after.run() // deferred before unlock, so it runs after it
 	unlock := d.locks.lock(target)
 	defer unlock()
+	if !gone {
+		if err := checkOwnTarget(tg.Path(), target); err != nil {
+			return nil, err
+		}
+	}
 
 	rec, err := d.store.Get(target)
 	if err != nil {
@@ -427,11 +488,13 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		// now is retried in the background. Unmounting does not wait.
 		after.revoke(rec.Session, revokeUnpublish, who{target, rec.Pod})
 	}
-	if err := tmpfs.Unmount(target); err != nil {
-		return nil, status.Errorf(codes.Internal, "unmount: %v", err)
-	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+	if !gone {
+		if err := tmpfs.Unmount(tg.Path()); err != nil {
+			return nil, status.Errorf(codes.Internal, "unmount: %v", err)
+		}
+		if err := tg.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+		}
 	}
 	if err := d.store.Delete(target); err != nil {
 		klog.ErrorS(err, "delete volume state", "target", target)
@@ -444,6 +507,46 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		after.observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// checkOwnTarget lets an unpublish touch only what a publish makes: a
+// tmpfs the driver mounted (source tmpfs.Source), an empty directory, or
+// nothing. Anything else (another pod's memory emptyDir, the driver's own
+// state dir, a directory with files) is FailedPrecondition, untouched.
+// dir is the target through its checked parent; target names it in errors.
+func checkOwnTarget(dir, target string) error {
+	info, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	case !info.IsDir():
+		return status.Errorf(codes.FailedPrecondition, "target_path: %q is not a directory; not a volume of this driver, left as it is", target)
+	}
+	mounted, err := tmpfs.IsMounted(dir)
+	if err != nil {
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	if mounted {
+		owned, err := tmpfs.Owned(dir)
+		if err != nil {
+			return status.Errorf(codes.Internal, "target_path: %v", err)
+		}
+		if !owned {
+			return status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make (not a %s tmpfs); left mounted", target, tmpfs.Source)
+		}
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return status.Errorf(codes.Internal, "target_path: %v", err)
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "target_path: %q is a directory with files, not a volume the driver mounted; left as it is", target)
+	}
+	return nil
 }
 
 func paths(v *attributes.Volume) []string {

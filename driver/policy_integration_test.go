@@ -42,7 +42,7 @@ rules:
 `
 
 func podAs(ns, name, sa string) vaulttest.Pod {
-	return vaulttest.Pod{Namespace: ns, Name: name, UID: "uid-" + name, ServiceAccount: sa}
+	return vaulttest.Pod{Namespace: ns, Name: name, UID: vaulttest.PodUID(ns + "/" + name), ServiceAccount: sa}
 }
 
 // The access policy decides before any Vault call: each denial is

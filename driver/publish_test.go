@@ -114,7 +114,7 @@ func TestPublishUnpublish(t *testing.T) {
 // field, and leaves nothing mounted or written at the target.
 func TestPublishRejects(t *testing.T) {
 	d := startDriver(t)
-	otherNS := vaulttest.Pod{Namespace: "elsewhere", Name: "p", UID: "uid-x", ServiceAccount: "payment"}
+	otherNS := vaulttest.Pod{Namespace: "elsewhere", Name: "p", UID: vaulttest.PodUID("elsewhere/p"), ServiceAccount: "payment"}
 	one := func(path, key string) string {
 		return "- file: f\n  path: " + path + "\n  key: " + key + "\n"
 	}

@@ -138,7 +138,7 @@ func backoff(n int, r float64) time.Duration {
 func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs, rec *state.Volume, start time.Time) *csi.NodePublishVolumeResponse {
 	now := time.Now()
 	if rec == nil || rec.PrunePending {
-		if err := atomicwriter.Prune(a.target); err != nil {
+		if err := atomicwriter.Prune(a.dir); err != nil {
 			klog.ErrorS(err, "prune old payloads", "target", a.target)
 		} else if rec != nil {
 			rec.PrunePending = false
@@ -286,7 +286,7 @@ func (r *refresh) recordIncoming(s *provider.Session) error {
 func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]provider.SecretInfo, error) {
 	current := map[string]atomicwriter.File{}
 	if !r.plan.full {
-		files, err := atomicwriter.Read(r.a.target)
+		files, err := atomicwriter.Read(r.a.dir)
 		if err != nil {
 			r.plan.full = true
 		}
@@ -358,7 +358,7 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 	}
 	files, err := r.d.files(merged, r.a.gid)
 	if err == nil {
-		r.changed, err = writeFiles(r.a.target, files, r.a.gid)
+		r.changed, err = writeFiles(r.a.dir, files, r.a.gid)
 	}
 	if err != nil {
 		if r.session != nil && (r.rec.Session == nil || r.session.Token != r.rec.Session.Token) {

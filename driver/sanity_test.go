@@ -200,7 +200,7 @@ func (f *fakeController) CreateVolume(_ context.Context, r *csi.CreateVolumeRequ
 		return nil, status.Error(codes.InvalidArgument, "name required")
 	}
 	pod := shopPod
-	pod.UID = fmt.Sprintf("sanity-%d", f.n.Add(1))
+	pod.UID = vaulttest.PodUID(fmt.Sprintf("sanity-%d", f.n.Add(1)))
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId: "csi-" + pod.UID,
 		VolumeContext: map[string]string{

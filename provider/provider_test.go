@@ -17,7 +17,7 @@ import (
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
-var pod = vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: "uid-1", ServiceAccount: "payment"}
+var pod = vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: vaulttest.PodUID("shop/payment-0"), ServiceAccount: "payment"}
 
 // setup starts Vault with a role "payments" for shop/payment that may read
 // secret/data/db, secret/data/deleted and kv/app.
@@ -123,7 +123,7 @@ func TestFetch(t *testing.T) {
 func TestFetchErrors(t *testing.T) {
 	v, p := setup(t)
 	jwt := v.Token(pod, time.Hour)
-	other := vaulttest.Pod{Namespace: "other", Name: "x", UID: "u2", ServiceAccount: "payment"}
+	other := vaulttest.Pod{Namespace: "other", Name: "x", UID: vaulttest.PodUID("other/x"), ServiceAccount: "payment"}
 	tests := []struct {
 		name string
 		req  *provider.Request

@@ -45,7 +45,8 @@ type options struct {
 	events                                        bool
 	rotationPeriod, shutdownGrace                 time.Duration
 	maxVolumeBytes                                int64
-	maxFetches                                    int
+	maxFetches, maxConns                          int
+	maxConnIdle                                   time.Duration
 }
 
 func main() {
@@ -69,6 +70,8 @@ func main() {
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
 	flag.IntVar(&o.maxFetches, "max-concurrent-fetches", driver.DefaultMaxFetches, "publishes and refreshes talking to Vault at once (others wait; no-change re-publishes never do)")
+	flag.IntVar(&o.maxConns, "max-connections", driver.DefaultMaxConnections, "connections held on the CSI socket; at the bound a new one replaces the longest-idle one (floor 4)")
+	flag.DurationVar(&o.maxConnIdle, "max-connection-idle", driver.DefaultMaxConnectionIdle, "close a CSI connection with no call in flight for this long (floor 1s)")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address for Prometheus /metrics, e.g. :9809 (empty: off)")
 	flag.StringVar(&o.policyFile, "policy-file", "", "access policy (YAML); reloaded on change; empty: Vault policy alone decides")
 	flag.StringVar(&o.auditLog, "audit-log", "-", "where audit lines go: - for stdout, a file path, or empty for off")
@@ -129,6 +132,7 @@ func run(o options) error {
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
 		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
 		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches,
+		MaxConnections: o.maxConns, MaxConnectionIdle: o.maxConnIdle,
 	}, prov, rep)
 	if err != nil {
 		return err

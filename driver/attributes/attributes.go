@@ -78,7 +78,8 @@ func fieldErr(field, format string, args ...any) error {
 }
 
 // Parse validates the volume context and the request's secrets map for the
-// given token audience. Every error is a *FieldError.
+// given token audience. Every error is a *FieldError, except a pod identity
+// the service-account token does not carry: an *IdentityError.
 func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, error) {
 	for k := range volumeContext {
 		switch k {
@@ -110,6 +111,9 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 		if err := checkName(val); err != nil {
 			return nil, fieldErr(field, "%v", err)
 		}
+	}
+	if !IsUUID(r.Pod.PodUID) {
+		return nil, fieldErr(KeyPodUID, "%q is not a UUID", printable(r.Pod.PodUID))
 	}
 
 	r.Role = volumeContext[AttrRole]
@@ -147,6 +151,11 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 
 	tok, exp, err := token(volumeContext, secrets, audience)
 	if err != nil {
+		return nil, err
+	}
+	// Before anything trusts the pod keys (policy, Vault), they must be
+	// the identity the token was issued to.
+	if err := BindIdentity(tok, r.Pod, audience); err != nil {
 		return nil, err
 	}
 	r.JWT, v.TokenExpiry = tok, exp

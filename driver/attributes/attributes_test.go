@@ -12,11 +12,15 @@ import (
 	"vaultcsi.dev/driver/provider"
 )
 
-const (
-	audience = "vault"
-	// testToken is distinctive so that a leak into an error message shows.
-	testToken = "eyJhbGciOiJSUzI1NiJ9.TOKEN-MUST-NOT-LEAK.c2lnbmF0dXJl"
-)
+const audience = "vault"
+
+// basePod is the identity baseContext names and testToken carries.
+var basePod = provider.Identity{Namespace: "shop", PodName: "payment-1",
+	PodUID: "0e8a1c3a-8d7e-4c61-9a51-1d3c4f6f2b10", ServiceAccount: "payment"}
+
+// testToken is distinctive (its signature part) so that a leak into an
+// error message shows.
+var testToken = podToken(basePod, audience, "TOKEN-MUST-NOT-LEAK")
 
 func tokensJSON(aud, tok, exp string) string {
 	m := map[string]map[string]string{aud: {"token": tok}}
@@ -32,10 +36,10 @@ func baseContext() map[string]string {
 	return map[string]string{
 		AttrRole:          "payments",
 		AttrSecrets:       "- file: password\n  path: secret/data/db\n  key: password\n",
-		KeyPodName:        "payment-1",
-		KeyPodNamespace:   "shop",
-		KeyPodUID:         "0e8a1c3a-8d7e-4c61-9a51-1d3c4f6f2b10",
-		KeyServiceAccount: "payment",
+		KeyPodName:        basePod.PodName,
+		KeyPodNamespace:   basePod.Namespace,
+		KeyPodUID:         basePod.PodUID,
+		KeyServiceAccount: basePod.ServiceAccount,
 		KeyEphemeral:      "true",
 		KeyTokens:         tokensJSON(audience, testToken, "2030-01-02T03:04:05Z"),
 	}
@@ -117,7 +121,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 }
 
 func TestParseTokenSource(t *testing.T) {
-	const fromSecrets = "token-from-request-secrets"
+	fromSecrets := podToken(basePod, audience, "token-from-request-secrets")
 	tests := []struct {
 		name    string
 		ctxTok  bool

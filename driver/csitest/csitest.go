@@ -19,6 +19,8 @@ type Publish struct {
 	// Tokens is the csi.storage.k8s.io/serviceAccount.tokens JSON
 	// (vaulttest.TokensJSON); TokenInSecrets puts it in the request's
 	// Secrets as Kubernetes 1.35+ does, instead of the volume context.
+	// The token must be minted for Pod (vaulttest.MintToken), whose UID
+	// must be a UUID: the driver refuses a token of another identity.
 	Tokens         string
 	TokenInSecrets bool
 	// MountGroup is the pod's fsGroup ("" for none).

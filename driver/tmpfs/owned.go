@@ -3,80 +3,98 @@ package tmpfs
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
-// mountInfo is the mount table of the driver's own mount namespace.
-const mountInfo = "/proc/self/mountinfo"
-
-// Owned reports whether target is the root of a tmpfs mount that the driver
-// made: its mount source is Source. A memory emptyDir, the driver's state
-// dir and any other tmpfs have another source and are not the driver's to
-// touch. When several mounts are stacked on target, the topmost one (the
-// last in the table) decides, since that is the one a path lookup reaches.
+// Owned reports whether target is the root of a tmpfs mount whose source
+// is Source: a volume this driver mounted, and not, say, a pod's memory
+// emptyDir (source "tmpfs") or the driver's own state dir. The mount is
+// identified by its id, so any spelling of target works (including
+// /proc/self/fd/N/name); a target that does not exist is not owned.
 func Owned(target string) (bool, error) {
-	target = filepath.Clean(target)
-	// Two stat calls rule out the common cases before reading a table that
-	// grows with the number of volumes on the node.
-	if mounted, err := IsMounted(target); err != nil || !mounted {
+	fd, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("open %s: %w", target, err)
+	}
+	defer unix.Close(fd)
+	parent, err := unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("open parent of %s: %w", target, err)
+	}
+	defer unix.Close(parent)
+	id, err := mountID(fd)
+	if err != nil {
 		return false, err
 	}
-	f, err := os.Open(mountInfo)
+	pid, err := mountID(parent)
 	if err != nil {
-		return false, fmt.Errorf("read mount table: %w", err)
+		return false, err
 	}
-	defer func() { _ = f.Close() }() // read-only: a close error loses nothing
-	return ownedIn(f, target)
+	if id == pid {
+		return false, nil // a directory inside some mount, not a mount's root
+	}
+	m, ok, err := findMount(id)
+	if err != nil || !ok {
+		return false, err
+	}
+	// root "/": the whole file system, not a bind mount of a directory in it.
+	return m.fsType == "tmpfs" && m.source == Source && m.root == "/", nil
 }
 
-// ownedIn scans a mountinfo table (proc(5)) for the topmost mount at target.
-func ownedIn(r io.Reader, target string) (bool, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	found, owned := false, false
+// mountID reads the id of the mount an fd is on from /proc/self/fdinfo
+// (there since Linux 3.15, unlike statx's STATX_MNT_ID).
+func mountID(fd int) (string, error) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", fmt.Errorf("read fdinfo: %w", err)
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("mnt_id:")); ok {
+			return string(bytes.TrimSpace(v)), nil
+		}
+	}
+	return "", errors.New("fdinfo has no mnt_id")
+}
+
+type mountEntryInfo struct {
+	root, fsType, source string
+}
+
+// findMount looks up one mount by id in /proc/self/mountinfo:
+// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts".
+func findMount(id string) (mountEntryInfo, bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return mountEntryInfo{}, false, fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	prefix := id + " "
 	for sc.Scan() {
-		// "36 35 98:0 / /mnt/x rw,nosuid shared:1 - tmpfs vault-csi rw,size=..."
-		line := sc.Bytes()
-		pre, post, ok := bytes.Cut(line, []byte(" - "))
-		if !ok {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
 			continue
 		}
-		f := bytes.Fields(pre)
-		if len(f) < 5 || unescape(string(f[4])) != target {
-			continue
+		fields := strings.Fields(line)
+		for i := 6; i+2 < len(fields); i++ {
+			if fields[i] == "-" {
+				return mountEntryInfo{root: fields[3], fsType: fields[i+1], source: fields[i+2]}, true, nil
+			}
 		}
-		g := bytes.Fields(post)
-		found = true
-		// Only the root of the file system counts: a bind mount of a
-		// directory inside one of our volumes is not a volume.
-		owned = len(g) >= 2 && string(g[0]) == "tmpfs" && unescape(string(g[1])) == Source && string(f[3]) == "/"
+		return mountEntryInfo{}, false, fmt.Errorf("mountinfo line for mount %s is malformed", id)
 	}
 	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("read mount table: %w", err)
+		return mountEntryInfo{}, false, fmt.Errorf("read mountinfo: %w", err)
 	}
-	return found && owned, nil
+	return mountEntryInfo{}, false, nil
 }
-
-// unescape undoes the octal escapes (\040 for a space, \011, \012, \134)
-// that the kernel writes in mountinfo paths.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -5,9 +5,10 @@ package tmpfs
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Source is the mount source shown in mount tables for our volumes.
@@ -64,33 +65,22 @@ func IsMounted(target string) (bool, error) {
 	return self.Dev != parent.Dev, nil
 }
 
-// Unmount unmounts target if it is mounted and leaves the directory.
+// Unmount unmounts target if it is mounted and leaves the directory. A
+// symlink put at target after the check is not followed (UMOUNT_NOFOLLOW).
 func Unmount(target string) error {
 	mounted, err := IsMounted(target)
 	if err != nil || !mounted {
 		return err
 	}
-	if err := syscall.Unmount(target, 0); err != nil {
+	if err := syscall.Unmount(target, unix.UMOUNT_NOFOLLOW); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
 			// Detach: kubelet has already unmounted the pod's bind mount, so
 			// a busy tmpfs means a late reader; it goes away with that reader.
-			if err2 := syscall.Unmount(target, syscall.MNT_DETACH); err2 == nil {
+			if err2 := syscall.Unmount(target, syscall.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err2 == nil {
 				return nil
 			}
 		}
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
-}
-
-// IsSymlink reports whether p exists and is a symbolic link.
-func IsSymlink(p string) (bool, error) {
-	info, err := os.Lstat(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return info.Mode()&os.ModeSymlink != 0, nil
 }

@@ -53,7 +53,7 @@ func run() error {
 	defer v.Stop()
 	fmt.Println("  vault at", v.Addr)
 	ctx := context.Background()
-	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: "0b0e3c6e-demo-4f00-9c8e-5a1d7f2c0001", ServiceAccount: "payment"}
+	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: "0b0e3c6e-de70-4f00-9c8e-5a1d7f2c0001", ServiceAccount: "payment"}
 	if err := v.Root.Sys().PutPolicy("payments", vaulttest.ReadPolicy("secret/data/db", "secret/data/paypal")); err != nil {
 		return err
 	}

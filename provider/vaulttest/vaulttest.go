@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -365,9 +366,20 @@ func (s *Server) PutKV1(t testing.TB, name string, data map[string]any) {
 	}
 }
 
-// Pod is the identity a minted token carries.
+// Pod is the identity a minted token carries. UID must be a UUID, as the
+// API server makes it: the driver refuses anything else.
 type Pod struct {
 	Namespace, Name, UID, ServiceAccount string
+}
+
+// PodUID derives a stable UUID (version 4 layout) from a seed, so a test
+// pod's uid is a real UUID and the same on every run.
+func PodUID(seed string) string {
+	h := sha256.Sum256([]byte(seed))
+	h[6] = h[6]&0x0f | 0x40
+	h[8] = h[8]&0x3f | 0x80
+	x := hex.EncodeToString(h[:16])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 
 // Token mints an RS256 JWT shaped like a Kubernetes projected
