@@ -94,6 +94,13 @@ type Config struct {
 	// MaxConnectionIdle closes a connection with no call in flight for
 	// this long (kubelet opens one per call and closes it).
 	MaxConnectionIdle time.Duration
+	// MaxBytesInFlight bounds the memory all fetches in flight hold at
+	// once (Vault responses being decoded, files rendered but not yet
+	// written); see provider.Budget. At least provider.MinBudget of
+	// MaxVolumeBytes plus every fetch's up-front reservation, so a volume
+	// at the limit can always be fetched; 0 picks DefaultMaxBytesInFlight
+	// or that minimum, whichever is larger.
+	MaxBytesInFlight int64
 	// Clock drives the revocation retries (nil: the real clock).
 	Clock clock.Clock
 }
@@ -109,6 +116,13 @@ const (
 	DefaultFileMode       = 0o440
 	DefaultStateDir       = "/run/vault-csi-driver"
 	DefaultMaxFetches     = 16
+	// DefaultMaxBytesInFlight fits the chart's 256 MiB memory limit: the
+	// Go heap may grow to about twice what is live before a collection,
+	// so 64 MiB in flight plus the driver's own ~30 MiB stays near 190 MiB.
+	DefaultMaxBytesInFlight = 64 << 20
+	// fetchReserve is what each fetch reserves before it starts: enough
+	// for a volume of small secrets, so most fetches never charge beyond it.
+	fetchReserve = 64 << 10
 	// DefaultMaxConnections is far above what kubelet holds at once (one
 	// per call in flight) and keeps the worst case at about 800 goroutines.
 	DefaultMaxConnections    = 256
@@ -145,6 +159,7 @@ type Driver struct {
 	policy   func() *policy.Policy
 	pods     PodLabeler
 	fetchSem chan struct{}
+	budget   *provider.Budget
 	revoker  *revoker
 }
 
@@ -192,6 +207,16 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if cfg.MaxConnectionIdle < MinMaxConnectionIdle {
 		return nil, fmt.Errorf("max connection idle %s is below the floor of %s", cfg.MaxConnectionIdle, MinMaxConnectionIdle)
 	}
+	// One volume's worst case, plus every fetch's up-front reservation: a
+	// fetch that waits for a whole volume's room is then always served.
+	least := provider.MinBudget(cfg.MaxVolumeBytes) + int64(cfg.MaxConcurrentFetches)*fetchReserve
+	if cfg.MaxBytesInFlight == 0 {
+		cfg.MaxBytesInFlight = max(DefaultMaxBytesInFlight, least)
+	}
+	if cfg.MaxBytesInFlight < least {
+		return nil, fmt.Errorf("max bytes in flight %d is below %d, what one volume of %d bytes may need while it is fetched",
+			cfg.MaxBytesInFlight, least, cfg.MaxVolumeBytes)
+	}
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
 	}
@@ -209,8 +234,10 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 		cfg: cfg, fetcher: f, store: store, observer: obs,
 		ready: make(chan struct{}), rand: rand.Float64,
 		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
+		budget:   provider.NewBudget(cfg.MaxBytesInFlight),
 	}
-	d.revoker = newRevoker(store, f.Release, cfg.Clock, rand.Float64, obs.Observe)
+	release := func(ctx context.Context, s *provider.Session) error { return d.fetcher.Release(ctx, s) }
+	d.revoker = newRevoker(store, release, cfg.Clock, rand.Float64, obs.Observe)
 	if o, ok := f.(orphanSink); ok {
 		o.SetOrphanHandler(func(s *provider.Session, pod provider.Identity) {
 			d.revoker.later(s, revokeLateLogin, who{pod: pod})
@@ -329,13 +356,20 @@ func (k *keyedMutex) lock(key string) func() {
 	}
 }
 
-// acquire waits for a Vault slot; it returns a release func, or the
-// context's error when kubelet gives up first.
-func (d *Driver) acquire(ctx context.Context) (func(), error) {
+// acquire waits for a Vault slot, then for the fetch's small memory
+// reservation (holding nothing of the budget while it waits: see
+// provider.Budget for why that cannot deadlock). It returns a release func
+// for both, or the context's error when kubelet gives up first.
+func (d *Driver) acquire(ctx context.Context) (func(), *provider.Reservation, error) {
 	select {
 	case d.fetchSem <- struct{}{}:
-		return func() { <-d.fetchSem }, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
+	mem, err := d.budget.Reserve(ctx, fetchReserve)
+	if err != nil {
+		<-d.fetchSem
+		return nil, nil, err
+	}
+	return func() { mem.Close(); <-d.fetchSem }, mem, nil
 }

@@ -30,7 +30,7 @@ func codeOf(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, provider.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, provider.ErrTooLarge), isOutOfSpace(err):
+	case errors.Is(err, provider.ErrTooLarge), errors.Is(err, provider.ErrBusy), isOutOfSpace(err):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded

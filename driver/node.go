@@ -106,6 +106,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 	if vol.RotationPeriod == 0 {
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
+	vol.Request.MaxVolumeBytes = d.cfg.MaxVolumeBytes
 	return &publishArgs{target: target, tg: tg, dir: tg.Path(), volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
 }
 
@@ -277,11 +278,12 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		}
 		return fail(err)
 	}
-	done, err := d.acquire(ctx)
+	done, mem, err := d.acquire(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	defer done()
+	a.vol.Request.Memory = mem // charged until the files are written
 	req := a.vol.Request
 	// The token is on record before anything is read or mounted, so a crash
 	// at any later point leaves a record that names it.
@@ -392,7 +394,7 @@ func (d *Driver) files(in []provider.File, gid int) ([]atomicwriter.File, error)
 			mode = d.cfg.FileMode
 		}
 		// tmpfs charges whole pages: count them, not bytes.
-		total += (int64(len(f.Data)) + 4095) / 4096 * 4096
+		total += provider.PageBytes(len(f.Data))
 		out = append(out, atomicwriter.File{Name: f.Name, Data: f.Data, Mode: mode})
 	}
 	if total > d.cfg.MaxVolumeBytes {

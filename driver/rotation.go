@@ -164,7 +164,7 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 	err := d.decide(ctx, a, &op)
 	if err == nil {
 		var release func()
-		if release, err = d.acquire(ctx); err == nil {
+		if release, a.vol.Request.Memory, err = d.acquire(ctx); err == nil {
 			err = r.run(ctx)
 			release()
 		}
@@ -292,6 +292,13 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 		}
 		for _, f := range files {
 			current[f.Name] = f
+			// The files kept are in memory until the merged set is written.
+			// Charged beyond the reservation, they also keep this fetch from
+			// waiting for room (no hold-and-wait): when the budget is short,
+			// the refresh fails and is retried with backoff.
+			if err := r.a.vol.Request.Memory.Charge(int64(len(f.Data))); err != nil {
+				return nil, err
+			}
 		}
 	}
 	specs := r.a.vol.Request.Secrets

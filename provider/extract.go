@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -83,6 +84,69 @@ func extract(s *vault.Secret, info SecretInfo, spec SecretSpec) ([]byte, error) 
 		return nil, fmt.Errorf("file %s from %s: %w: %d bytes, at most %d", spec.File, spec.Path, ErrTooLarge, len(out), MaxSecretBytes)
 	}
 	return out, nil
+}
+
+// PageSize is the unit tmpfs charges a file in.
+const PageSize = 4096
+
+// PageBytes is what a file of n bytes costs on tmpfs: whole pages.
+func PageBytes(n int) int64 { return (int64(n) + PageSize - 1) / PageSize * PageSize }
+
+// renderer turns read secrets into a volume's files as each read finishes,
+// so a secret's decoded map is dropped as soon as its files are rendered.
+// Files of one read that ask for the same key (or the whole map) share one
+// rendered copy; each file still costs its pages against the volume limit,
+// as on tmpfs, and rendering stops at the first file that passes it.
+type renderer struct {
+	specs []SecretSpec
+	files []File // in spec order; each index is written by one goroutine
+	limit int64  // volume bytes in pages; 0: none
+	mem   *Reservation
+
+	mu       sync.Mutex
+	total    int64 // pages of the files rendered so far
+	rendered int64 // bytes charged to mem for rendered copies
+}
+
+// renderRead writes the files specs[i] for i in idx, all backed by one read.
+func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) error {
+	shared := make(map[string][]byte, 1)
+	for _, i := range idx {
+		spec := rd.specs[i]
+		data, ok := shared[spec.Key]
+		if !ok {
+			var err error
+			if data, err = extract(s, info, spec); err != nil {
+				return err
+			}
+			if err := rd.mem.Charge(int64(len(data))); err != nil {
+				return fmt.Errorf("file %s from %s: %w", spec.File, spec.Path, err)
+			}
+			rd.mu.Lock()
+			rd.rendered += int64(len(data))
+			rd.mu.Unlock()
+			shared[spec.Key] = data
+		}
+		rd.mu.Lock()
+		rd.total += PageBytes(len(data))
+		total := rd.total
+		rd.mu.Unlock()
+		if rd.limit > 0 && total > rd.limit {
+			return fmt.Errorf("file %s from %s: %w: the volume's files exceed its limit of %d bytes (each file counted in whole %d-byte pages, as tmpfs charges them)",
+				spec.File, spec.Path, ErrTooLarge, rd.limit, PageSize)
+		}
+		rd.files[i] = File{Name: spec.File, Data: data, Mode: spec.Mode}
+	}
+	return nil
+}
+
+// refund gives back the rendered copies' bytes (files not returned).
+func (rd *renderer) refund() {
+	rd.mu.Lock()
+	n := rd.rendered
+	rd.rendered = 0
+	rd.mu.Unlock()
+	rd.mem.Refund(n)
 }
 
 // render writes strings as they are, lists of strings (a PKI ca_chain) one

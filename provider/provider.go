@@ -88,6 +88,9 @@ func New(cfg Config) (*Provider, error) {
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+		// A read that waits for its fetch's large-response turn (limit.go)
+		// leaves its stream unread: keep what HTTP/2 buffers for it small.
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 256 << 10},
 	}
 	vc.HttpClient = &http.Client{Transport: tr}
 	if cfg.CACertFile != "" {
@@ -100,6 +103,9 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
 	base.ClearToken() // never inherit VAULT_TOKEN from the environment
+	// After NewClient: vault/api type-asserts *http.Transport while it
+	// configures TLS and the address.
+	vc.HttpClient.Transport = &limitTransport{base: tr, max: MaxResponseBytes}
 	return &Provider{cfg: cfg, base: base, mounts: newMountCache(time.Now)}, nil
 }
 
@@ -113,6 +119,9 @@ type call struct {
 	c        *vault.Client
 	requests atomic.Int32
 	scrub    []string // credentials to cut out of any error text
+	// The request's volume limit and memory reservation (see Request).
+	maxVolume int64
+	mem       *Reservation
 }
 
 func (p *Provider) newCall(namespace string) (*call, error) {
@@ -162,6 +171,7 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 		return res, err
 	}
 	k.scrub = []string{req.JWT}
+	k.maxVolume, k.mem = req.MaxVolumeBytes, req.Memory
 	sess := req.Session
 	if sess != nil && !sess.Usable(time.Now()) {
 		sess = nil
@@ -338,25 +348,15 @@ func keyOf(s SecretSpec) readKey {
 }
 
 type readResult struct {
-	secret *vault.Secret
-	info   SecretInfo
-	err    error
+	info SecretInfo
+	err  error
 }
 
+// readAll is readOnce, and once more when the driver's memory budget ran
+// out: the failed attempt gave back all it charged, so the fetch holds only
+// its up-front reservation and may wait in line for what a whole volume
+// may need (Reservation.Await). Then the second attempt cannot run out.
 func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []SecretInfo, error) {
-	order := make([]readKey, 0, len(specs))
-	results := make(map[readKey]*readResult, len(specs))
-	for _, s := range specs {
-		rk := keyOf(s)
-		if _, ok := results[rk]; !ok {
-			results[rk] = &readResult{}
-			order = append(order, rk)
-		}
-	}
-	argsOf := make(map[readKey]map[string]string, len(order))
-	for _, s := range specs {
-		argsOf[keyOf(s)] = s.Args
-	}
 	// Args make a write: Vault must confirm every such path is an issuing
 	// endpoint before anything at all is sent with them (all or nothing).
 	for _, s := range specs {
@@ -366,11 +366,56 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 			}
 		}
 	}
+	files, infos, err := k.readOnce(ctx, specs)
+	if !errors.Is(err, ErrBusy) || k.mem == nil {
+		return files, infos, err
+	}
+	if werr := k.mem.Await(ctx, MinBudget(k.maxVolume)); werr != nil {
+		if ctx.Err() != nil {
+			return nil, nil, werr
+		}
+		return nil, nil, err
+	}
+	return k.readOnce(ctx, specs)
+}
+
+// readOnce reads each distinct path once and renders its files as soon as
+// it arrives, charging the response and the rendered copies to the
+// request's memory reservation and stopping at the volume limit.
+func (k *call) readOnce(ctx context.Context, specs []SecretSpec) (_ []File, _ []SecretInfo, err error) {
+	order := make([]readKey, 0, len(specs))
+	results := make(map[readKey]*readResult, len(specs))
+	filesOf := make(map[readKey][]int, len(specs))
+	argsOf := make(map[readKey]map[string]string, len(specs))
+	for i, s := range specs {
+		rk := keyOf(s)
+		if _, ok := results[rk]; !ok {
+			results[rk] = &readResult{}
+			order = append(order, rk)
+		}
+		filesOf[rk] = append(filesOf[rk], i)
+		argsOf[rk] = s.Args
+	}
+	rd := &renderer{specs: specs, files: make([]File, len(specs)), limit: k.maxVolume, mem: k.mem}
+	defer func() {
+		if err != nil {
+			rd.refund()
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	large := make(chan struct{}, 1) // one large response decoded at a time
+	readOne := func(rk readKey, r *readResult) {
+		m := &meter{res: k.mem, large: large}
+		defer m.refund() // the response is garbage once its files are rendered
+		var secret *vault.Secret
+		secret, r.info, r.err = k.read(withMeter(ctx, m), rk.path, argsOf[rk])
+		if r.err == nil {
+			r.err = rd.renderRead(secret, r.info, filesOf[rk])
+		}
+	}
 	if len(order) == 1 {
-		r := results[order[0]]
-		r.secret, r.info, r.err = k.read(ctx, order[0].path, argsOf[order[0]])
+		readOne(order[0], results[order[0]])
 	} else {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, maxParallel)
@@ -379,7 +424,7 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 			sem <- struct{}{}
 			go func(rk readKey, r *readResult) {
 				defer func() { <-sem; wg.Done() }()
-				r.secret, r.info, r.err = k.read(ctx, rk.path, argsOf[rk])
+				readOne(rk, r)
 				if r.err != nil {
 					cancel() // all or nothing: stop the other reads early
 				}
@@ -400,20 +445,11 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 	if firstErr != nil {
 		return nil, nil, firstErr
 	}
-	files := make([]File, 0, len(specs))
-	for _, s := range specs {
-		r := results[keyOf(s)]
-		data, err := extract(r.secret, r.info, s)
-		if err != nil {
-			return nil, nil, err
-		}
-		files = append(files, File{Name: s.File, Data: data, Mode: s.Mode})
-	}
 	infos := make([]SecretInfo, 0, len(order))
 	for _, rk := range order {
 		infos = append(infos, results[rk].info)
 	}
-	return files, infos, nil
+	return rd.files, infos, nil
 }
 
 // read fetches one path: a GET for plain secrets, a PUT with args for
@@ -431,9 +467,9 @@ func (k *call) read(ctx context.Context, path string, args map[string]string) (*
 		for k, v := range args {
 			body[k] = v
 		}
-		secret, err = k.c.Logical().WriteWithContext(ctx, path, body)
+		secret, err = k.put(ctx, path, body)
 	} else {
-		secret, err = k.c.Logical().ReadWithContext(ctx, path)
+		secret, err = k.get(ctx, path)
 	}
 	if err == nil && secret == nil {
 		// vault/api answers a 404 with no secret and no error.
@@ -503,6 +539,10 @@ func (p *Provider) Release(ctx context.Context, s *Session) error {
 func (k *call) wrap(ctx context.Context, what string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s: %w", what, ctxErr)
+	}
+	var be *bodyError
+	if errors.As(err, &be) {
+		return fmt.Errorf("%s: %w", what, be.err)
 	}
 	var re *vault.ResponseError
 	if errors.As(err, &re) {

@@ -299,6 +299,18 @@ func TestLateLoginTokenIsNotLost(t *testing.T) {
 	}
 }
 
+// releaseOrphan revokes the token a failed Fetch logged in for, as its
+// caller must (the driver hands it to its revocation queue).
+func releaseOrphan(t *testing.T, p *provider.Provider, res *provider.Result) {
+	t.Helper()
+	if res == nil || res.Orphan == nil {
+		t.Fatal("a fetch that failed after its login handed no token back")
+	}
+	if err := p.Release(context.Background(), res.Orphan); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func tokenCount(t *testing.T, v *vaulttest.Server) int {
 	t.Helper()
 	s, err := v.Root.Logical().List("auth/token/accessors")

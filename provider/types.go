@@ -61,6 +61,13 @@ type Request struct {
 	Secrets []SecretSpec
 	// Session, when set and still valid, is reused instead of logging in.
 	Session *Session
+	// MaxVolumeBytes bounds the files as tmpfs charges them (whole pages
+	// per file, shared data in each file); 0: no bound. Rendering stops as
+	// soon as it is passed.
+	MaxVolumeBytes int64
+	// Memory, when set, is charged for the responses and rendered files
+	// this fetch holds; nil: no driver-wide bound.
+	Memory *Reservation
 	// OnLogin, when set, is called with each new session right after the
 	// login and before any read, so the caller can record the token before
 	// anything else happens (a crash then leaves a record that names it).

@@ -44,7 +44,7 @@ type options struct {
 	metricsAddr, policyFile, auditLog, kubeconfig string
 	events                                        bool
 	rotationPeriod, shutdownGrace                 time.Duration
-	maxVolumeBytes                                int64
+	maxVolumeBytes, maxBytesInFlight              int64
 	maxFetches, maxConns                          int
 	maxConnIdle                                   time.Duration
 }
@@ -69,6 +69,7 @@ func main() {
 	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s, ceiling 720h)")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 20*time.Second, "how long SIGTERM waits for in-flight calls")
 	flag.Int64Var(&o.maxVolumeBytes, "max-volume-bytes", driver.DefaultMaxVolumeBytes, "largest total size of one volume's files")
+	flag.Int64Var(&o.maxBytesInFlight, "max-bytes-in-flight", 0, "memory all publishes and refreshes together may hold for Vault responses and files not yet written; a publish that needs more waits its turn (0: 64 MiB; at least --max-volume-bytes + 46 MiB + 64 KiB per --max-concurrent-fetches)")
 	flag.IntVar(&o.maxFetches, "max-concurrent-fetches", driver.DefaultMaxFetches, "publishes and refreshes talking to Vault at once (others wait; no-change re-publishes never do)")
 	flag.IntVar(&o.maxConns, "max-connections", driver.DefaultMaxConnections, "connections held on the CSI socket; at the bound a new one replaces the longest-idle one (floor 4)")
 	flag.DurationVar(&o.maxConnIdle, "max-connection-idle", driver.DefaultMaxConnectionIdle, "close a CSI connection with no call in flight for this long (floor 1s)")
@@ -131,7 +132,7 @@ func run(o options) error {
 	d, err := driver.New(driver.Config{
 		Name: o.driverName, Version: version, NodeID: o.nodeID, Audience: o.audience,
 		KubeletDir: o.kubeletDir, StateDir: o.stateDir, RotationPeriod: o.rotationPeriod,
-		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches,
+		MaxVolumeBytes: o.maxVolumeBytes, MaxConcurrentFetches: o.maxFetches, MaxBytesInFlight: o.maxBytesInFlight,
 		MaxConnections: o.maxConns, MaxConnectionIdle: o.maxConnIdle,
 	}, prov, rep)
 	if err != nil {
