@@ -32,6 +32,7 @@ LABEL org.opencontainers.image.title="vault-csi-driver" \
       org.opencontainers.image.description="CSI node plugin (vault.csi.dev) that mounts HashiCorp Vault secrets into pods as tmpfs volumes" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}"
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/vault-csi-driver /vault-csi-driver
 ENTRYPOINT ["/vault-csi-driver"]

@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 VAULT := .cache/tools/vault
 
-.PHONY: all build vault helm deps demo test unit e2e e2e-kind manifests lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
+.PHONY: all build vault helm deps demo test unit unit-fast ops-check ops-tools image chart-docs e2e e2e-kind manifests lint bench bench-go fuzz clean cluster-build cluster-up cluster-up-cp cluster-down
 
 all: build
 
@@ -32,7 +32,7 @@ demo: build vault
 GOLANGCI := .cache/tools/golangci-lint
 lint: deps
 	@bash hack/build-tool.sh hack/golangci-lint golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint >/dev/null
-	@out=$$(gofmt -l cmd driver provider hack/demo e2e 2>/dev/null); \
+	@out=$$(gofmt -l cmd driver provider hack/demo hack/chartdoc e2e 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GOLANGCI) run ./...
 	shellcheck -x $$(git ls-files '*.sh') .ci/run
@@ -41,11 +41,43 @@ lint: deps
 
 # Unit and integration tests: real Vault on 127.0.0.1, real tmpfs mounts
 # (needs root), the driver binary over its unix socket, csi-sanity.
+# VCD_REQUIRE_PARTS: a test whose real part (root, Vault, PostgreSQL, the
+# Kubernetes binaries) is missing fails here instead of skipping.
 unit: vault helm deps cluster-build
-	$(GO) test -count=1 -timeout 30m ./...
+	VCD_REQUIRE_PARTS=1 $(GO) test -count=1 -timeout 30m -skip '^TestOps' ./...
 	@# csi-sanity's spec counts, visible in CI's log (go test hides passing output).
 	@set -o pipefail; $(GO) test -count=1 -run '^TestSanity$$' -v ./driver/ | grep -E '^(csi-sanity|  passed)'
 
+
+# The inner loop: every pure test (parsing, policy, planner, writer, ...)
+# in seconds, no Vault, no cluster; tests that need a real part skip and
+# say so. See CONTRIBUTING.md.
+unit-fast:
+	$(GO) test -short -count=1 ./...
+
+# The operations pack (issue 14): promtool's tests of the chart's alerts, every metric
+# the alerts and the dashboard use checked against the real driver's /metrics after a
+# publish, the multi-platform image index and its SBOMs, and the chart checks
+# (monitoring objects rendered, packaged chart, generated values table). The TestOps*
+# tests; `unit` skips them so they run once.
+ops-check: vault helm ops-tools
+	VCD_REQUIRE_PARTS=1 $(GO) test -count=1 -timeout 20m -run '^TestOps' ./driver/ ./e2e/ ./hack/chartdoc/
+
+# promtool and promql-names (hack/promtool), cyclonedx-gomod (hack/cyclonedx): test
+# tools built from their own modules and cached in .cache/tools (minutes the first time).
+ops-tools:
+	@bash hack/build-tool.sh hack/promtool promtool github.com/prometheus/prometheus/cmd/promtool >/dev/null
+	@bash hack/build-tool.sh hack/promtool promql-names ./promql-names >/dev/null
+	@bash hack/build-tool.sh hack/cyclonedx cyclonedx-gomod github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod >/dev/null
+
+# The image without Docker: an OCI image index for linux/amd64 and linux/arm64 and a
+# CycloneDX SBOM per platform, in .cache/images (hack/image-index.sh).
+image:
+	bash hack/image-index.sh
+
+# Regenerate the values table of the chart's README (a test fails when it drifts).
+chart-docs:
+	$(GO) run ./hack/chartdoc
 
 # The helm CLI (wrapper module hack/helm), for chart tests and e2e.
 helm:
@@ -78,7 +110,7 @@ cluster-up-cp:
 cluster-down:
 	bash hack/cluster/down.sh
 
-test: lint unit e2e
+test: lint unit ops-check e2e
 
 # Load generator speaking CSI as kubelet does (cmd/vault-csi-bench): cold
 # publish, throughput, re-publish, rotation, unpublish; Vault requests from

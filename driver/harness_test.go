@@ -3,6 +3,7 @@ package driver_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	"vaultcsi.dev/driver/driver/csitest"
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // The shared fixtures of this package's integration tests: one real Vault
@@ -33,6 +35,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		// make unit-fast: only the pure tests run; the ones that need the
+		// driver binary or Vault skip in startDriverFor and vaultFor.
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "vcd-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -133,6 +141,7 @@ func startDriver(t testing.TB, extra ...string) *driverProc {
 // startDriverFor runs the driver against a given Vault.
 func startDriverFor(t testing.TB, v *vaulttest.Server, extra ...string) *driverProc {
 	t.Helper()
+	need.Long(t, "runs the driver binary against a real Vault")
 	dir := t.TempDir()
 	stateDir, err := os.MkdirTemp("/dev/shm", "vcd-state-")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // kubeCluster is a control-plane-only Kubernetes (etcd + kube-apiserver,
@@ -45,18 +46,14 @@ func TestAPIServer(t *testing.T) {
 // registers its teardown first, so that a failed bring-up is cleaned too.
 func startKubeCluster(t *testing.T) *kubeCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a local kube-apiserver (-short)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("hack/cluster/up.sh must run as root")
-	}
+	need.Long(t, "needs a local kube-apiserver")
+	need.Root(t, "hack/cluster/up.sh starts etcd and kube-apiserver")
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(root, ".cache/tools/k8s/kube-apiserver")); err != nil {
-		t.Skipf("Kubernetes binaries not built (bash hack/k8s/build.sh takes ~9 min): %v", err)
+		need.Missing(t, "Kubernetes binaries not built (bash hack/k8s/build.sh takes ~9 min or make cluster-build): %v", err)
 	}
 	dir, err := os.MkdirTemp("", "vcd-kube-")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // The memory-amplification attack of issue 9: one secret just under the
@@ -47,6 +48,7 @@ func setupMemAttack(t *testing.T) {
 	for i := range blob {
 		blob[i] = letters[rand.IntN(len(letters))]
 	}
+	need.Long(t, "publishes through the driver binary against a real Vault")
 	c := vaultSrv.Root
 	if _, err := c.KVv2("secret").Put(context.Background(), "mem-attack", map[string]any{"blob": string(blob)}); err != nil {
 		t.Fatal(err)

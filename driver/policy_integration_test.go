@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // Rules for TestAccessPolicy. "legacy" and "nobody" are roles Vault does
@@ -281,7 +282,7 @@ rules:
 func TestAccessPolicyLabelsWithoutAPI(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		t.Skip("the driver would use in-cluster API access")
+		need.Missing(t, "KUBERNETES_SERVICE_HOST is set: the driver would use in-cluster API access")
 	}
 	d := startObservedDriver(t, vaultSrv, "--policy-file="+writePolicyFile(t, labelPolicy))
 	target := newTarget(t)

@@ -13,12 +13,14 @@ import (
 
 	"vaultcsi.dev/driver/driver/csitest"
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // Item 10. With a policy loaded, a pod's vaultNamespace or authMount
 // override is PermissionDenied (before any Vault call) unless an allow
 // rule lists it; a listed override logs in through that mount.
 func TestPolicyOverrides(t *testing.T) {
+	need.Long(t, "configures a second jwt mount on the real Vault")
 	v := vaultSrv
 	const altMount = "jwt-alt"
 	key, err := vaulttest.EnableJWTAuth(v.Root, altMount)

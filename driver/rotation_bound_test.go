@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // Item 9. A pod's rotationPeriod (and the driver's --rotation-period) has
@@ -91,6 +92,7 @@ func TestRotationPeriodBound(t *testing.T) {
 // thirds of it used to wrap negative, so every re-publish issued a new
 // certificate. It is issued once and left alone.
 func TestCertificateValidUntil9999(t *testing.T) {
+	need.Long(t, "mounts a PKI engine on the real Vault")
 	v := vaultSrv
 	// The mount's name is one the old spelling check accepted, so that this
 	// test shows the arithmetic, not the issuing-endpoint check.

@@ -13,6 +13,7 @@ import (
 
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider/vaulttest"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // age moves a volume's recorded clock back, as if `by` had passed: the
@@ -232,9 +233,7 @@ func TestRestartRecovery(t *testing.T) {
 // The real clock, once: with the 10s floor, a change shows up after the
 // period without touching the state.
 func TestRotationRealClock(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for the 10s rotation floor")
-	}
+	need.Long(t, "waits for the 10s rotation floor")
 	t.Parallel()
 	d := startDriver(t)
 	target := newTarget(t)

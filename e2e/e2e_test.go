@@ -31,7 +31,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -301,9 +303,12 @@ func newSuite(t *testing.T) *suite {
 			"role":  "helmtest", "secrets": oneSecret("helmtest"),
 		},
 	}
+	// No Prometheus Operator CRDs here: the chart's render tests cover these on.
+	values["podMonitor"] = map[string]any{"enabled": false}
+	values["prometheusRule"] = map[string]any{"enabled": false}
 	if cfg.hostNetwork {
 		// Keep health and metrics on the node's loopback, off the usual ports.
-		values["listenAddress"], values["healthPort"], values["metricsPort"] = "127.0.0.1", 19808, 19809
+		values["listenAddress"], values["healthPort"], values["metricsPort"] = "127.0.0.1", e2eHealthPort, 19809
 	}
 	if cfg.stateDir != "" {
 		values["stateDir"] = cfg.stateDir
@@ -319,11 +324,21 @@ func newSuite(t *testing.T) *suite {
 	if err := os.WriteFile(valuesFile, vb, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// What users install: the packaged chart, not the folder.
+	pkg := packageChart(t)
 	installStart := time.Now()
-	if out, err := runHelm(t, helmEnv, "install", release, filepath.Join(repoRoot(t), chartDir), "-n", releaseNS,
+	// --wait: every driver pod Ready, i.e. (readiness probe on /readyz) kubelet
+	// registered the plugin and Vault answered its health endpoint.
+	if out, err := runHelm(t, helmEnv, "install", release, pkg, "-n", releaseNS,
 		"-f", valuesFile, "--wait", "--timeout", "3m"); err != nil {
 		t.Fatalf("%v\n%s\ndriver pods:\n%s", err, out, s.driverLogs())
 	}
+	if cfg.hostNetwork && cfg.nodeLocal {
+		if body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", e2eHealthPort)); err != nil || body != "ok\n" {
+			t.Errorf("driver /readyz after install: %q %v", body, err)
+		}
+	}
+	s.record("installed %s", filepath.Base(pkg))
 	if err := poll(60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -346,6 +361,43 @@ func newSuite(t *testing.T) *suite {
 	}
 	s.record("helm install to driver registered on every node: %s", time.Since(installStart).Round(100*time.Millisecond))
 	return s
+}
+
+// e2eHealthPort is the driver's health port on the node (hostNetwork).
+const e2eHealthPort = 19808
+
+// packageChart runs `helm package` on the chart and returns the archive.
+func packageChart(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := runHelm(t, nil, "package", filepath.Join(repoRoot(t), chartDir), "-d", dir); err != nil {
+		t.Fatalf("helm package: %v\n%s", err, out)
+	}
+	pkgs, err := filepath.Glob(filepath.Join(dir, "*.tgz"))
+	if err != nil || len(pkgs) != 1 {
+		t.Fatalf("helm package wrote %v (%v), want one .tgz", pkgs, err)
+	}
+	return pkgs[0]
+}
+
+// httpGet returns the body of a 200 answer.
+func httpGet(url string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s", resp.Status)
+	}
+	return string(b), err
 }
 
 func tagOf(image string) string {

@@ -8,17 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/klog/v2"
 
 	"vaultcsi.dev/driver/driver"
@@ -63,7 +58,7 @@ func main() {
 	flag.StringVar(&o.audience, "audience", driver.DefaultAudience, "service-account token audience (CSIDriver tokenRequests)")
 	flag.StringVar(&o.kubeletDir, "kubelet-dir", "", "kubelet root dir; when set, serve plugin registration and pin target paths to its layout")
 	flag.StringVar(&o.registrationEndpoint, "kubelet-registration-path", "", "CSI socket path as kubelet sees it (default: the endpoint's path)")
-	flag.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz, e.g. 127.0.0.1:9808 (empty: off)")
+	flag.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (liveness) and /readyz (kubelet registered the plugin, Vault answered once), e.g. 127.0.0.1:9808 (empty: off)")
 	flag.StringVar(&o.stateDir, "state-dir", driver.DefaultStateDir, "per-volume state (lease ids, Vault tokens); must be on tmpfs")
 	flag.BoolVar(&o.stateOnDisk, "insecure-state-on-disk", false, "allow a state dir that is not tmpfs (Vault tokens would reach disk)")
 	flag.DurationVar(&o.rotationPeriod, "rotation-period", driver.DefaultRotationPeriod, "how often a mounted volume is fetched again (floor 10s, ceiling 720h)")
@@ -155,6 +150,9 @@ func run(o options) error {
 		m.SetMounted(mounted)
 		m.AddLeases(leases)
 	}
+	if err := m.WatchVolumes(volumeHealth(d.Store())); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	errc := make(chan error, 5)
 	if o.policyFile != "" {
@@ -174,12 +172,15 @@ func run(o options) error {
 	}
 
 	go func() { errc <- d.Serve(ctx, o.endpoint, o.shutdownGrace) }()
+	ready := &readiness{}
+	go ready.watchVault(ctx, prov.Health)
 	if o.kubeletDir != "" {
 		ep := o.registrationEndpoint
 		if ep == "" {
 			ep = strings.TrimPrefix(o.endpoint, "unix://")
 		}
 		reg := &registration.Server{Name: o.driverName, Endpoint: ep}
+		ready.registered = reg.Registered
 		go func() {
 			select {
 			case <-d.Ready():
@@ -191,7 +192,7 @@ func run(o options) error {
 		}()
 	}
 	if o.healthAddr != "" {
-		go func() { errc <- serveHealth(ctx, o.healthAddr, o.endpoint) }()
+		go func() { errc <- serveHealth(ctx, o.healthAddr, o.endpoint, ready) }()
 	}
 	if o.metricsAddr != "" {
 		go func() { errc <- metrics.Serve(ctx, o.metricsAddr, m, nil) }()
@@ -233,35 +234,6 @@ func checkStateDir(dir string, allowDisk bool) error {
 	const tmpfsMagic, ramfsMagic = 0x01021994, 0x858458f6
 	if fs.Type != tmpfsMagic && fs.Type != ramfsMagic && !allowDisk {
 		return fmt.Errorf("--state-dir %s is not on tmpfs; it holds Vault tokens, which must not reach disk (use a dir under /run, or --insecure-state-on-disk)", dir)
-	}
-	return nil
-}
-
-// serveHealth answers /healthz with the result of a real CSI Probe over
-// the driver's own socket, so a wedged gRPC server fails liveness.
-func serveHealth(ctx context.Context, addr, endpoint string) error {
-	path := strings.TrimPrefix(endpoint, "unix://")
-	conn, err := grpc.NewClient("unix://"+filepath.Clean(path), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("health client: %w", err)
-	}
-	defer conn.Close()
-	ident := csi.NewIdentityClient(conn)
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		pctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		resp, err := ident.Probe(pctx, &csi.ProbeRequest{})
-		if err != nil || !resp.GetReady().GetValue() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("health server on %s: %w", addr, err)
 	}
 	return nil
 }

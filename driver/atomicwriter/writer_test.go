@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // noGID leaves ownership alone (tests that do not check groups).
@@ -62,9 +64,7 @@ func inode(t *testing.T, p string) uint64 {
 }
 
 func TestFirstWriteLayout(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chgrp to an arbitrary group needs root")
-	}
+	need.Root(t, "chgrp to an arbitrary group")
 	dir := t.TempDir()
 	files := []File{
 		{Name: "paypal-token", Data: []byte("tok"), Mode: 0o440},
@@ -209,8 +209,8 @@ func TestWriteDetectsChange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.opts.GID >= 0 && os.Geteuid() != 0 {
-				t.Skip("chgrp needs root")
+			if tt.opts.GID >= 0 {
+				need.Root(t, "chgrp to an arbitrary group")
 			}
 			dir := t.TempDir()
 			mustWrite(t, dir, base, noGID)
@@ -459,7 +459,7 @@ func mountTmpfs(t *testing.T) string {
 	dir := t.TempDir()
 	if err := syscall.Mount("test", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "size=16m"); err != nil {
 		if errors.Is(err, syscall.EPERM) {
-			t.Skip("mounting tmpfs needs root")
+			need.Missing(t, "mounting tmpfs needs root")
 		}
 		t.Fatalf("mount tmpfs: %v", err)
 	}

@@ -19,24 +19,21 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"vaultcsi.dev/driver/driver/kube"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // startControlPlane runs hack/cluster/up.sh --control-plane (etcd +
 // kube-apiserver) in a temp state dir on free ports, torn down at cleanup.
 func startControlPlane(t *testing.T) (kubeconfig string, cs kubernetes.Interface) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a local kube-apiserver (-short)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("hack/cluster/up.sh must run as root")
-	}
+	need.Long(t, "needs a local kube-apiserver")
+	need.Root(t, "hack/cluster/up.sh starts etcd and kube-apiserver")
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(root, ".cache/tools/k8s/kube-apiserver")); err != nil {
-		t.Skipf("Kubernetes binaries not built (bash hack/k8s/build.sh): %v", err)
+		need.Missing(t, "Kubernetes binaries not built (bash hack/k8s/build.sh or make cluster-build): %v", err)
 	}
 	dir, err := os.MkdirTemp("", "vcd-kube-")
 	if err != nil {

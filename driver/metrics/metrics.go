@@ -40,6 +40,10 @@ const (
 	VaultLookup = "lookup"
 )
 
+// initialRefreshReasons are the refresh-failure reasons exported at 0 from
+// the start: a Vault that cannot be reached, and one that refuses.
+var initialRefreshReasons = []string{"Unavailable", "PermissionDenied"}
+
 // Buckets from 0.1 ms (an unchanged republish) to 10 s (a Vault that is
 // slow to answer), about 2.5x apart.
 var durationBuckets = []float64{
@@ -58,6 +62,7 @@ type Metrics struct {
 	tokens         *prometheus.CounterVec
 	refreshFailure *prometheus.CounterVec
 	policyReloads  *prometheus.CounterVec
+	reloadFailing  prometheus.Gauge
 	perOperation   *prometheus.HistogramVec
 	revokeRetries  *prometheus.CounterVec
 }
@@ -108,6 +113,11 @@ func New() *Metrics {
 			Name:      "policy_reloads_total",
 			Help:      "Access policy reloads by result (success, failure).",
 		}, []string{"result"}),
+		reloadFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "policy_reload_failing",
+			Help:      "1 while the access-policy file on the node is not the policy in force (its last reload failed: bad content or unreadable), else 0.",
+		}),
 		perOperation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "vault_requests_per_operation",
@@ -124,7 +134,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.vaultRequests, m.mounted, m.leases,
-		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.perOperation, m.revokeRetries,
+		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.reloadFailing, m.perOperation, m.revokeRetries,
 	)
 	// Series a dashboard divides by or alerts on exist from the start at 0,
 	// so that rate() and absent() behave before the first event.
@@ -133,6 +143,12 @@ func New() *Metrics {
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.policyReloads.WithLabelValues(r)
+	}
+	// The alerts and the dashboard (charts/vault-csi-driver) query these:
+	// "no rule matched", and the refresh failures that page.
+	m.policyDenials.WithLabelValues("")
+	for _, r := range initialRefreshReasons {
+		m.refreshFailure.WithLabelValues(r)
 	}
 	return m
 }
@@ -252,11 +268,12 @@ func (m *Metrics) PolicyReload(ok bool) {
 	if m == nil {
 		return
 	}
-	result := "failure"
+	result, failing := "failure", 1.0
 	if ok {
-		result = "success"
+		result, failing = "success", 0
 	}
 	m.policyReloads.WithLabelValues(result).Inc()
+	m.reloadFailing.Set(failing)
 }
 
 // RevocationRetry counts one background revocation attempt by outcome:

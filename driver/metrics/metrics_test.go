@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -280,5 +281,77 @@ func TestServeStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not stop")
+	}
+}
+
+// The refresh-health gauges come from the function given to WatchVolumes at
+// every scrape; an error there is a scrape error, never a made-up 0.
+func TestWatchVolumes(t *testing.T) {
+	lease := time.Unix(1_900_000_000, 0)
+	var (
+		h   VolumeHealth
+		err error
+	)
+	m := New()
+	if e := m.WatchVolumes(func() (VolumeHealth, error) { return h, err }); e != nil {
+		t.Fatal(e)
+	}
+	url := startServer(t, m, nil)
+	tests := []struct {
+		name               string
+		h                  VolumeHealth
+		failing, lease, tk float64
+	}{
+		{"healthy", VolumeHealth{}, 0, 0, 0},
+		{"failing with a lease", VolumeHealth{RefreshFailing: 2, LeaseExpiry: lease}, 2, 1_900_000_000, 0},
+	}
+	for _, tt := range tests {
+		h = tt.h
+		fams := scrape(t, url)
+		if got := value(t, fams, "vault_csi_volumes_refresh_failing", nil); got != tt.failing {
+			t.Errorf("%s: failing = %v, want %v", tt.name, got, tt.failing)
+		}
+		if got := value(t, fams, "vault_csi_refresh_failing_expiry_timestamp_seconds", map[string]string{"kind": ExpiryLease}); got != tt.lease {
+			t.Errorf("%s: lease expiry = %v, want %v", tt.name, got, tt.lease)
+		}
+		if got := value(t, fams, "vault_csi_refresh_failing_expiry_timestamp_seconds", map[string]string{"kind": ExpiryToken}); got != tt.tk {
+			t.Errorf("%s: token expiry = %v, want %v", tt.name, got, tt.tk)
+		}
+	}
+	err = errors.New("state dir unreadable")
+	resp, gerr := http.Get(url + "/metrics")
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), "vault_csi_volumes_refresh_failing ") {
+		t.Errorf("an unreadable state still exported a value:\n%s", body)
+	}
+}
+
+// PolicyReload raises the failing gauge on a failure and lowers it on the
+// next success; the series that alerts and dashboards query exist at 0.
+func TestPolicyReloadFailingAndInitialSeries(t *testing.T) {
+	m := New()
+	url := startServer(t, m, nil)
+	fams := scrape(t, url)
+	for name, labels := range map[string]map[string]string{
+		"vault_csi_policy_reload_failing":  nil,
+		"vault_csi_policy_denials_total":   {"rule": ""},
+		"vault_csi_refresh_failures_total": {"reason": "Unavailable"},
+	} {
+		if got := value(t, fams, name, labels); got != 0 {
+			t.Errorf("%s%v = %v at start", name, labels, got)
+		}
+	}
+	for _, step := range []struct {
+		ok   bool
+		want float64
+	}{{false, 1}, {false, 1}, {true, 0}} {
+		m.PolicyReload(step.ok)
+		if got := value(t, scrape(t, url), "vault_csi_policy_reload_failing", nil); got != step.want {
+			t.Errorf("after reload ok=%v: failing = %v, want %v", step.ok, got, step.want)
+		}
 	}
 }

@@ -31,12 +31,15 @@ type Watcher struct {
 
 	// Owned by the Run goroutine.
 	lastSum [sha256.Size]byte // content last parsed, good or bad
+	lastBad error             // parse error of the content at lastSum, nil when it is in force
 	lastErr string            // last reported read error, to report it once
 }
 
 // NewWatcher loads path; an error here is fatal at start-up. onReload, when
 // not nil, is called from Run after every reload attempt of changed content
-// (nil on success) and on a new read error. interval <= 0 means DefaultInterval.
+// (nil on success), on a new read error, and when the file is readable again
+// after one (nil when its content is the policy in force), so the last report
+// always says whether the file and the policy in force agree. interval <= 0 means DefaultInterval.
 func NewWatcher(path string, interval time.Duration, onReload func(err error)) (*Watcher, error) {
 	if interval <= 0 {
 		interval = DefaultInterval
@@ -84,17 +87,23 @@ func (w *Watcher) check() {
 		}
 		return
 	}
+	recovered := w.lastErr != ""
 	w.lastErr = ""
 	sum := sha256.Sum256(data)
 	if sum == w.lastSum {
+		if recovered {
+			w.report(w.lastBad) // readable again: the last report must not stay a read error
+		}
 		return
 	}
 	w.lastSum = sum
 	p, err := Parse(data)
 	if err != nil {
-		w.report(fmt.Errorf("%s: %w", w.path, err))
+		w.lastBad = fmt.Errorf("%s: %w", w.path, err)
+		w.report(w.lastBad)
 		return
 	}
+	w.lastBad = nil
 	w.cur.Store(p)
 	klog.InfoS("Access policy reloaded", "path", w.path, "rules", p.Len(), "sha256", shortSum(sum))
 	w.report(nil)

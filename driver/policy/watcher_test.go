@@ -162,3 +162,42 @@ func TestNewWatcherErrors(t *testing.T) {
 		}
 	}
 }
+
+// A file that becomes readable again with the content already in force must
+// be reported as a good reload: the last report said "failed", and a
+// failure gauge fed by the reports would otherwise stay raised for good.
+// The same content coming back after a bad parse stays a failure.
+func TestWatcherRecoveryReported(t *testing.T) {
+	tests := []struct {
+		name    string
+		before  string // content in force before the file disappears
+		wantErr bool   // whether the recovery is reported as a failure
+	}{
+		{"good content back", policyA, false},
+		{"bad content back", badDoc, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "policy.yaml")
+			writeAtomic(t, path, policyA)
+			_, reports := startWatcher(t, path)
+			if tt.before != policyA {
+				writeAtomic(t, path, tt.before)
+				if err := nextReport(t, reports); err == nil {
+					t.Fatal("bad content reported as good")
+				}
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := nextReport(t, reports); err == nil || !strings.Contains(err.Error(), "no such file") {
+				t.Fatalf("removal reported as %v", err)
+			}
+			writeAtomic(t, path, tt.before)
+			err := nextReport(t, reports)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("recovery reported as %v, want error=%v", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -8,15 +8,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // mountT mounts a tmpfs under a fresh temp dir and unmounts it (however
 // many layers are left) when the test ends.
 func mountT(t *testing.T, o Options) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting tmpfs needs root")
-	}
+	need.Root(t, "mounting tmpfs")
 	target := filepath.Join(t.TempDir(), "mount")
 	if err := os.Mkdir(target, 0o750); err != nil {
 		t.Fatal(err)
@@ -126,9 +126,7 @@ func TestMountOptions(t *testing.T) {
 }
 
 func TestMountMissingTarget(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	need.Root(t, "mounting tmpfs")
 	err := Mount(filepath.Join(t.TempDir(), "missing"), Options{SizeBytes: 1 << 20, Inodes: 10, GID: -1})
 	if !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("Mount on a missing dir = %v, want ENOENT", err)
@@ -233,11 +231,11 @@ func TestIsMountedPlainTmpfsDir(t *testing.T) {
 	// mount even though statfs says tmpfs.
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs("/dev/shm", &fs); err != nil || fs.Type != tmpfsMagic {
-		t.Skip("/dev/shm is not a tmpfs here")
+		need.Missing(t, "/dev/shm is not a tmpfs here")
 	}
 	dir, err := os.MkdirTemp("/dev/shm", "tmpfs-test-")
 	if err != nil {
-		t.Skip(err)
+		need.Missing(t, "a directory in /dev/shm: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if got, err := IsMounted(dir); err != nil || got {

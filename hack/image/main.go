@@ -1,12 +1,18 @@
 // Command image assembles a single-layer container image from local files and writes it
-// as a docker-archive tarball (the `docker save` layout: manifest.json, config, layers),
-// without Docker or a registry. The tarball loads with `ctr -n k8s.io images import` and
-// `kind load image-archive`.
+// as a docker-archive tarball (the `docker save` layout: manifest.json, config, layers)
+// and/or as an OCI image layout tarball holding an image index with one image per
+// platform, without Docker or a registry. Both load with `ctr -n k8s.io images import`
+// and `kind load image-archive`.
 //
 //	go run . --name busybox:1.35 --name busybox:latest \
 //	  --file /bin/busybox=/bin/busybox:0755 --symlink /bin/sh=busybox \
 //	  --entrypoint /bin/sh --out busybox.tar
 //
+//	go run . --name vault-csi-driver:0.1.0 --platform linux/amd64 --platform linux/arm64 \
+//	  --file 'bin/{os}-{arch}/vault-csi-driver=/vault-csi-driver:0755' \
+//	  --annotation org.opencontainers.image.version=0.1.0 --oci vault-csi-driver.oci.tar
+//
+// In --file sources, {os} and {arch} stand for each platform's.
 // Flags that take a command (--entrypoint, --cmd) accept a JSON array or a
 // whitespace-separated string. The output is reproducible: every timestamp is the
 // epoch and every file is owned by 0:0 unless --owner says otherwise.
@@ -34,6 +40,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 type list []string
@@ -50,130 +57,70 @@ func main() {
 
 func run(args []string) error {
 	fset := flag.NewFlagSet("image", flag.ContinueOnError)
-	var names, files, symlinks, dirs, envs, labels list
+	var names, files, symlinks, dirs, envs, labels, annotations, platforms list
 	fset.Var(&names, "name", "image reference name:tag (repeatable; the first is the main name)")
 	fset.Var(&files, "file", "SRC=DST[:MODE] copy a local file (or directory, recursively) to DST in the image; MODE is octal (repeatable)")
 	fset.Var(&symlinks, "symlink", "DST=TARGET create a symlink DST pointing at TARGET (repeatable)")
 	fset.Var(&dirs, "dir", "DST[:MODE] create an empty directory (repeatable), e.g. /tmp:1777")
 	fset.Var(&envs, "env", "KEY=VALUE environment variable (repeatable)")
 	fset.Var(&labels, "label", "KEY=VALUE image label (repeatable)")
+	fset.Var(&annotations, "annotation", "KEY=VALUE OCI annotation on the index and each image manifest (repeatable; --oci only)")
 	entrypoint := fset.String("entrypoint", "", "entrypoint: JSON array or whitespace-separated words")
 	cmd := fset.String("cmd", "", "default arguments: JSON array or whitespace-separated words")
 	workdir := fset.String("workdir", "/", "working directory")
 	user := fset.String("user", "", "user[:group] the container runs as")
 	owner := fset.String("owner", "0:0", "UID:GID owning every file in the layer")
-	platform := fset.String("platform", "linux/"+runtime.GOARCH, "OS/ARCH recorded in the image config")
-	out := fset.String("out", "", "output tarball path (required)")
+	fset.Var(&platforms, "platform", "OS/ARCH of an image (repeatable; default linux/"+runtime.GOARCH+")")
+	out := fset.String("out", "", "docker-archive tarball to write (one platform only)")
+	oci := fset.String("oci", "", "OCI image layout tarball to write: an image index with every platform")
 	fset.Usage = func() {
-		fmt.Fprintln(fset.Output(), "usage: image --name NAME:TAG --out FILE.tar [--file SRC=DST[:MODE]]... [--entrypoint CMD] [flags]")
+		fmt.Fprintln(fset.Output(), "usage: image --name NAME:TAG {--out FILE.tar | --oci FILE.tar} [--file SRC=DST[:MODE]]... [--entrypoint CMD] [flags]")
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
-	if len(names) == 0 || *out == "" || fset.NArg() != 0 {
+	if len(names) == 0 || *out == "" && *oci == "" || fset.NArg() != 0 {
 		fset.Usage()
-		return fmt.Errorf("--name and --out are required; no positional arguments")
+		return fmt.Errorf("--name and --out or --oci are required; no positional arguments")
+	}
+	if len(platforms) == 0 {
+		platforms = list{"linux/" + runtime.GOARCH}
+	}
+	if *out != "" && len(platforms) != 1 {
+		return fmt.Errorf("--out writes one platform's image; use --oci for %d platforms", len(platforms))
 	}
 	uid, gid, err := parseOwner(*owner)
 	if err != nil {
 		return err
 	}
-
-	l := &layerBuilder{uid: uid, gid: gid, entries: map[string]*entry{}}
-	for _, d := range dirs {
-		dst, mode, err := splitMode(d, 0o755)
+	anns, err := keyValues("--annotation", annotations)
+	if err != nil {
+		return err
+	}
+	spec := imageSpec{uid: uid, gid: gid, dirs: dirs, files: files, symlinks: symlinks, envs: envs, labels: labels,
+		entrypoint: *entrypoint, cmd: *cmd, workdir: *workdir, user: *user}
+	var images []platformImage
+	for _, p := range platforms {
+		osName, arch, ok := strings.Cut(p, "/")
+		if !ok || osName == "" || arch == "" {
+			return fmt.Errorf("--platform %q: want OS/ARCH", p)
+		}
+		img, n, err := spec.build(osName, arch, *oci != "")
 		if err != nil {
-			return fmt.Errorf("--dir %q: %w", d, err)
+			return fmt.Errorf("%s: %w", p, err)
 		}
-		if err := l.addDir(dst, mode); err != nil {
+		images = append(images, platformImage{os: osName, arch: arch, img: img, entries: n})
+	}
+	if *oci != "" {
+		if err := writeOCI(*oci, names[0], images, anns); err != nil {
 			return err
 		}
 	}
-	for _, f := range files {
-		src, rest, ok := strings.Cut(f, "=")
-		if !ok || src == "" {
-			return fmt.Errorf("--file %q: want SRC=DST[:MODE]", f)
-		}
-		dst, mode, err := splitMode(rest, 0)
-		if err != nil {
-			return fmt.Errorf("--file %q: %w", f, err)
-		}
-		if err := l.addPath(src, dst, mode); err != nil {
-			return err
-		}
+	if *out == "" {
+		return nil
 	}
-	for _, s := range symlinks {
-		dst, target, ok := strings.Cut(s, "=")
-		if !ok || dst == "" || target == "" {
-			return fmt.Errorf("--symlink %q: want DST=TARGET", s)
-		}
-		if err := l.addSymlink(dst, target); err != nil {
-			return err
-		}
-	}
-	layerTar, err := l.tar()
-	if err != nil {
-		return err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
-	if err != nil {
-		return fmt.Errorf("layer: %w", err)
-	}
-
-	osName, arch, ok := strings.Cut(*platform, "/")
-	if !ok {
-		return fmt.Errorf("--platform %q: want OS/ARCH", *platform)
-	}
-	cfg := v1.Config{
-		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		WorkingDir: *workdir,
-		User:       *user,
-	}
-	for _, e := range envs {
-		if !strings.Contains(e, "=") {
-			return fmt.Errorf("--env %q: want KEY=VALUE", e)
-		}
-		cfg.Env = setEnv(cfg.Env, e)
-	}
-	if len(labels) > 0 {
-		cfg.Labels = map[string]string{}
-		for _, kv := range labels {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return fmt.Errorf("--label %q: want KEY=VALUE", kv)
-			}
-			cfg.Labels[k] = v
-		}
-	}
-	if cfg.Entrypoint, err = words(*entrypoint); err != nil {
-		return fmt.Errorf("--entrypoint: %w", err)
-	}
-	if cfg.Cmd, err = words(*cmd); err != nil {
-		return fmt.Errorf("--cmd: %w", err)
-	}
-
-	img, err := mutate.Append(empty.Image, mutate.Addendum{
-		Layer:   layer,
-		History: v1.History{CreatedBy: "vaultcsi.dev/hack/image", Created: v1.Time{Time: time.Unix(0, 0).UTC()}},
-	})
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = osName, arch
-	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config = cfg
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
-	}
-
+	img := images[0].img
 	refs := map[name.Reference]v1.Image{}
 	for _, n := range names {
 		tag, err := name.NewTag(n)
@@ -191,8 +138,133 @@ func run(args []string) error {
 		return err
 	}
 	id, _ := img.ConfigName()
-	fmt.Fprintf(os.Stderr, "wrote %s (%s, id %s, %d entries)\n", *out, strings.Join(names, ", "), id, len(l.entries))
+	fmt.Fprintf(os.Stderr, "wrote %s (%s, id %s, %d entries)\n", *out, strings.Join(names, ", "), id, images[0].entries)
 	return nil
+}
+
+// imageSpec is what every platform's image is made of.
+type imageSpec struct {
+	uid, gid                            int
+	dirs, files, symlinks, envs, labels list
+	entrypoint, cmd, workdir, user      string
+}
+
+type platformImage struct {
+	os, arch string
+	img      v1.Image
+	entries  int
+}
+
+// build makes the image of one platform: {os} and {arch} in --file sources
+// are that platform's. With oci, every media type is OCI's.
+func (sp imageSpec) build(osName, arch string, oci bool) (v1.Image, int, error) {
+	expand := strings.NewReplacer("{os}", osName, "{arch}", arch)
+	l := &layerBuilder{uid: sp.uid, gid: sp.gid, entries: map[string]*entry{}}
+	for _, d := range sp.dirs {
+		dst, mode, err := splitMode(d, 0o755)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--dir %q: %w", d, err)
+		}
+		if err := l.addDir(dst, mode); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, f := range sp.files {
+		src, rest, ok := strings.Cut(f, "=")
+		if !ok || src == "" {
+			return nil, 0, fmt.Errorf("--file %q: want SRC=DST[:MODE]", f)
+		}
+		dst, mode, err := splitMode(rest, 0)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--file %q: %w", f, err)
+		}
+		if err := l.addPath(expand.Replace(src), dst, mode); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, s := range sp.symlinks {
+		dst, target, ok := strings.Cut(s, "=")
+		if !ok || dst == "" || target == "" {
+			return nil, 0, fmt.Errorf("--symlink %q: want DST=TARGET", s)
+		}
+		if err := l.addSymlink(dst, target); err != nil {
+			return nil, 0, err
+		}
+	}
+	layerTar, err := l.tar()
+	if err != nil {
+		return nil, 0, err
+	}
+	var lopts []tarball.LayerOption
+	if oci {
+		lopts = append(lopts, tarball.WithMediaType(types.OCILayer))
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, lopts...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("layer: %w", err)
+	}
+
+	cfg := v1.Config{
+		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		WorkingDir: sp.workdir,
+		User:       sp.user,
+	}
+	for _, e := range sp.envs {
+		if !strings.Contains(e, "=") {
+			return nil, 0, fmt.Errorf("--env %q: want KEY=VALUE", e)
+		}
+		cfg.Env = setEnv(cfg.Env, e)
+	}
+	if len(sp.labels) > 0 {
+		if cfg.Labels, err = keyValues("--label", sp.labels); err != nil {
+			return nil, 0, err
+		}
+	}
+	if cfg.Entrypoint, err = words(sp.entrypoint); err != nil {
+		return nil, 0, fmt.Errorf("--entrypoint: %w", err)
+	}
+	if cfg.Cmd, err = words(sp.cmd); err != nil {
+		return nil, 0, fmt.Errorf("--cmd: %w", err)
+	}
+
+	base := empty.Image
+	if oci {
+		base = mutate.ConfigMediaType(mutate.MediaType(base, types.OCIManifestSchema1), types.OCIConfigJSON)
+	}
+	img, err := mutate.Append(base, mutate.Addendum{
+		Layer:   layer,
+		History: v1.History{CreatedBy: "vaultcsi.dev/hack/image", Created: v1.Time{Time: time.Unix(0, 0).UTC()}},
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, 0, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = osName, arch
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config = cfg
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, 0, err
+	}
+	return img, len(l.entries), nil
+}
+
+// keyValues parses KEY=VALUE flags.
+func keyValues(flagName string, kvs list) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flagName, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
 }
 
 // entry is one tar entry of the layer; body is read from src at write time.

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // RootToken is the dev server's root token.
@@ -102,6 +104,7 @@ func FreeAddr() (string, error) {
 // Start runs a configured dev server for the test and stops it at cleanup.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	need.Long(t, "starts a real Vault server")
 	s, err := Run()
 	if err != nil {
 		t.Fatalf("start vault: %v", err)
