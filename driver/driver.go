@@ -284,7 +284,7 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	revoking := make(chan struct{})
 	go func() { d.revoker.Run(rctx); close(revoking) }()
 	defer func() { stopRevoking(); <-revoking }()
-	l, err := net.Listen("unix", path)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "unix", path)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
@@ -295,7 +295,7 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	// kubelet opens a new connection for every call: small per-connection
 	// buffers (instead of 32 KiB each way) keep a burst of pods cheap.
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(lim.UnaryInterceptor, logInterceptor),
-		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: d.cfg.MaxConnectionIdle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval}),
 		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn))

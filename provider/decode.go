@@ -31,8 +31,7 @@ func (k *call) put(ctx context.Context, path string, data map[string]any) (*vaul
 	if err := r.SetJSONBody(data); err != nil {
 		return nil, fmt.Errorf("encode the request body: %w", err)
 	}
-	//lint:ignore SA1019 the only raw write that does not cancel its context before the body is read
-	resp, err := k.c.RawRequestWithContext(ctx, r)
+	resp, err := k.c.RawRequestWithContext(ctx, r) //nolint:staticcheck // SA1019: the only raw write that does not cancel its context before the body is read
 	return parseResponse(resp, err, true)
 }
 
@@ -48,7 +47,7 @@ func (k *call) timeout(ctx context.Context) (context.Context, context.CancelFunc
 // unless Vault put data or warnings in it.
 func parseResponse(resp *vault.Response, err error, write bool) (*vault.Secret, error) {
 	if resp != nil {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }() // fully read or abandoned: a close error changes nothing
 	}
 	if resp != nil && resp.StatusCode == http.StatusNotFound {
 		secret, perr := decodeSecret(resp.Body)

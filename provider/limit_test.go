@@ -108,7 +108,7 @@ func putUnescaped(t *testing.T, v *vaulttest.Server, path string, data map[strin
 	}
 	r := v.Root.NewRequest(http.MethodPut, "/v1/"+path)
 	r.BodyBytes = body.Bytes()
-	resp, err := v.Root.RawRequestWithContext(context.Background(), r)
+	resp, err := v.Root.RawRequestWithContext(context.Background(), r) //nolint:staticcheck // a raw PUT with a body vault/api's helpers would re-encode
 	if err != nil {
 		t.Fatalf("put %s: %v", path, err)
 	}
@@ -163,7 +163,7 @@ func TestFetchVolumeLimitStopsRendering(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer p.Release(context.Background(), res.Session)
+		defer func() { _ = p.Release(context.Background(), res.Session) }()
 		first := res.Files[0].Data
 		for _, f := range res.Files {
 			if len(f.Data) != len(first) || &f.Data[0] != &first[0] {

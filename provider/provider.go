@@ -551,10 +551,10 @@ func (k *call) wrap(ctx context.Context, what string, err error) error {
 			msg = http.StatusText(re.StatusCode)
 		}
 		var kind error
-		switch {
-		case re.StatusCode == http.StatusBadRequest || re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
+		switch re.StatusCode {
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
 			kind = ErrDenied
-		case re.StatusCode == http.StatusNotFound:
+		case http.StatusNotFound:
 			kind = ErrNotFound
 		default:
 			kind = ErrUnavailable

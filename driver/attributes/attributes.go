@@ -28,7 +28,7 @@ const (
 	KeyPodUID         = "csi.storage.k8s.io/pod.uid"
 	KeyServiceAccount = "csi.storage.k8s.io/serviceAccount.name"
 	KeyEphemeral      = "csi.storage.k8s.io/ephemeral"
-	KeyTokens         = "csi.storage.k8s.io/serviceAccount.tokens"
+	KeyTokens         = "csi.storage.k8s.io/serviceAccount.tokens" //nolint:gosec // a key's name, not a credential
 	kubeletPrefix     = "csi.storage.k8s.io/"
 )
 

@@ -83,8 +83,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		l.mu.Lock()
 		var victim *conn
-		wait := pollIdle
 		if len(l.conns) >= l.max {
+			var wait time.Duration
 			victim, wait = l.longestIdle(time.Now())
 			if victim == nil {
 				l.mu.Unlock()
@@ -94,7 +94,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 				case <-t.C:
 				case <-l.closed:
 					t.Stop()
-					c.Close()
+					_ = c.Close() // the listener is closing: this connection was never served
 					return nil, net.ErrClosed
 				}
 				t.Stop()
@@ -108,7 +108,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		if victim != nil {
 			l.evicted.Add(1)
-			victim.Conn.Close() // the server sees EOF and frees the connection
+			_ = victim.Conn.Close() // the server sees EOF and frees the connection
 		}
 		return nc, nil
 	}

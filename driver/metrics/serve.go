@@ -21,7 +21,7 @@ func Serve(ctx context.Context, addr string, m *Metrics, extra map[string]http.H
 	if m == nil {
 		return errors.New("metrics: Serve needs metrics")
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
@@ -33,7 +33,7 @@ func serve(ctx context.Context, ln net.Listener, m *Metrics, extra map[string]ht
 	mux.Handle("/metrics", m.Handler())
 	for path, h := range extra {
 		if path == "/metrics" {
-			ln.Close()
+			_ = ln.Close() // never served
 			return errors.New("metrics: extra handler for /metrics would shadow the metrics")
 		}
 		mux.Handle(path, h)
@@ -57,7 +57,7 @@ func serve(ctx context.Context, ln net.Listener, m *Metrics, extra map[string]ht
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
+		_ = srv.Close() // the shutdown error is the one worth returning
 		return fmt.Errorf("metrics: shutdown: %w", err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {

@@ -65,7 +65,7 @@ func (s *Server) Serve(ctx context.Context, socket string) error {
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale registration socket: %w", err)
 	}
-	l, err := net.Listen("unix", socket)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "unix", socket)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", socket, err)
 	}
