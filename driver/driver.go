@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"vaultcsi.dev/driver/driver/attributes"
 	"vaultcsi.dev/driver/driver/connlimit"
@@ -100,6 +101,8 @@ type Config struct {
 	// at the limit can always be fetched; 0 picks DefaultMaxBytesInFlight
 	// or that minimum, whichever is larger.
 	MaxBytesInFlight int64
+	// Clock drives the revocation retries (nil: the real clock).
+	Clock clock.Clock
 }
 
 // Defaults for Config fields left zero.
@@ -157,6 +160,7 @@ type Driver struct {
 	pods     PodLabeler
 	fetchSem chan struct{}
 	budget   *provider.Budget
+	revoker  *revoker
 }
 
 // New checks the configuration.
@@ -216,6 +220,9 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if cfg.KubeletDir != "" {
 		cfg.KubeletDir = filepath.Clean(cfg.KubeletDir)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -223,12 +230,26 @@ func New(cfg Config, f Fetcher, obs Observer) (*Driver, error) {
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	return &Driver{
+	d := &Driver{
 		cfg: cfg, fetcher: f, store: store, observer: obs,
 		ready: make(chan struct{}), rand: rand.Float64,
 		fetchSem: make(chan struct{}, cfg.MaxConcurrentFetches),
 		budget:   provider.NewBudget(cfg.MaxBytesInFlight),
-	}, nil
+	}
+	release := func(ctx context.Context, s *provider.Session) error { return d.fetcher.Release(ctx, s) }
+	d.revoker = newRevoker(store, release, cfg.Clock, rand.Float64, obs.Observe)
+	if o, ok := f.(orphanSink); ok {
+		o.SetOrphanHandler(func(s *provider.Session, pod provider.Identity) {
+			d.revoker.later(s, revokeLateLogin, who{pod: pod})
+		})
+	}
+	return d, nil
+}
+
+// orphanSink is a Fetcher that hands over tokens Vault issued for a login
+// whose caller had already given up (provider.Provider does).
+type orphanSink interface {
+	SetOrphanHandler(func(*provider.Session, provider.Identity))
 }
 
 type nopObserver struct{}
@@ -257,6 +278,12 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
+	// Before the first call: publishes a killed driver left unfinished.
+	d.recoverPending()
+	rctx, stopRevoking := context.WithCancel(ctx)
+	revoking := make(chan struct{})
+	go func() { d.revoker.Run(rctx); close(revoking) }()
+	defer func() { stopRevoking(); <-revoking }()
 	l, err := (&net.ListenConfig{}).Listen(ctx, "unix", path)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)

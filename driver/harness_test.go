@@ -104,6 +104,7 @@ func configureVault(v *vaulttest.Server) error {
 // driverProc is one running driver process and a CSI client to it.
 type driverProc struct {
 	cmd      *exec.Cmd
+	args     []string // the last start's, for a restart
 	socket   string
 	stateDir string
 	logs     *syncBuffer
@@ -160,6 +161,7 @@ func startDriverFor(t testing.TB, v *vaulttest.Server, extra ...string) *driverP
 func (d *driverProc) start(t testing.TB, args []string) {
 	t.Helper()
 	_ = os.Remove(d.socket) // a killed driver leaves its socket behind
+	d.args = args
 	d.cmd = exec.Command(driverBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.done = make(chan struct{})

@@ -200,6 +200,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, d.reject(req, err, start)
 	}
 	defer args.tg.Close()
+	after := &afterLock{d: d}
+	defer after.run() // deferred before unlock, so it runs after it
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
@@ -212,25 +214,63 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
+		_, lerr := os.Readlink(filepath.Join(args.dir, "..data"))
+		if rec != nil && rec.Pending || rec == nil && err == nil && lerr != nil {
+			// A first publish the driver died in (kill -9 between the mount
+			// and the first ..data swap): kubelet never saw it succeed, so no
+			// container uses the tmpfs. If it is ours, start over.
+			owned, oerr := tmpfs.Owned(args.dir)
+			if oerr != nil {
+				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
+			}
+			if owned {
+				if uerr := tmpfs.Unmount(args.dir); uerr != nil {
+					return nil, d.reject(req, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr), start)
+				}
+				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
+					"pod", podRef(args.vol.Request.Pod))
+				return d.firstPublish(ctx, after, args, start)
+			}
+			if rec != nil { // its token is of no use on a mount that is not ours
+				after.revoke(rec.Session, revokeUnfinished, who{args.target, rec.Pod})
+				if derr := d.store.Delete(args.target); derr != nil {
+					klog.ErrorS(derr, "delete volume state", "target", args.target)
+				}
+				rec = nil
+			}
+		}
 		// With no record (a lost or moved state dir), a tmpfs in our ..data
 		// layout is still ours: refresh it rather than fail, since an error
 		// on a re-publish makes kubelet drop the mount.
-		if _, lerr := os.Readlink(filepath.Join(args.dir, "..data")); rec != nil || err != nil || lerr == nil {
-			return d.republish(ctx, args, rec, start), nil
+		if rec != nil || err != nil || lerr == nil {
+			return d.republish(ctx, after, args, rec, start), nil
 		}
 		// Mounted but not in our layout: not ours to touch.
 		return nil, d.reject(req, status.Errorf(codes.FailedPrecondition, "target_path: %q is a mount the driver did not make", args.target), start)
 	}
-	return d.firstPublish(ctx, args, start)
+	return d.firstPublish(ctx, after, args, start)
 }
 
-func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
+func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
 	op := Op{Kind: "publish", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
+	w := who{a.target, a.vol.Request.Pod}
 	fail := func(err error) (*csi.NodePublishVolumeResponse, error) {
 		err = toStatus(err)
 		op.Outcome, op.Code, op.Err, op.Latency = "failed", status.Code(err).String(), err, time.Since(start)
-		d.observer.Observe(op)
+		after.observe(op)
 		return nil, err
+	}
+	// A record with nothing mounted is a publish the driver died in before
+	// mounting, or an unpublish it died in after unmounting: its token is
+	// of no use to anyone now.
+	if old, err := d.store.Get(a.target); err == nil && old != nil {
+		after.revoke(old.Session, revokeUnfinished, w)
+		if err := d.store.Delete(a.target); err != nil {
+			return fail(status.Errorf(codes.Internal, "volume state: %v", err))
+		}
+		if !old.Pending {
+			op.MountedDelta, op.LeasesDelta = -1, -leases(old.Secrets)
+		}
 	}
 	if err := d.decide(ctx, a, &op); err != nil {
 		if op.Decision == DecisionDeny {
@@ -244,15 +284,27 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 	}
 	defer done()
 	a.vol.Request.Memory = mem // charged until the files are written
-	res, err := d.fetcher.Fetch(ctx, &a.vol.Request)
+	req := a.vol.Request
+	// The token is on record before anything is read or mounted, so a crash
+	// at any later point leaves a record that names it.
+	req.OnLogin = func(s *provider.Session) error {
+		return d.store.Put(&state.Volume{Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod,
+			Role: a.vol.Request.Role, RequestHash: a.hash, Session: s, RotationPeriod: a.vol.RotationPeriod, Pending: true})
+	}
+	res, err := d.fetcher.Fetch(ctx, &req)
 	if res != nil {
 		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn
+		after.revoke(res.Orphan, revokeFailedPublish, w)
 	}
 	if err != nil {
+		d.abandonPending(after, a.target, w)
 		return fail(err)
 	}
 	op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
-	release := func() { _ = d.fetcher.Release(context.WithoutCancel(ctx), res.Session) }
+	release := func() {
+		after.revoke(res.Session, revokeFailedPublish, w)
+		d.abandonPending(after, a.target, w)
+	}
 	files, err := d.files(res.Files, a.gid)
 	if err != nil {
 		release()
@@ -278,9 +330,58 @@ func (d *Driver) firstPublish(ctx context.Context, a *publishArgs, start time.Ti
 		return fail(err)
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
-	op.MountedDelta, op.LeasesDelta = 1, leases(res.Secrets)
-	d.observer.Observe(op)
+	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(res.Secrets)
+	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// abandonPending drops the pending record of a first publish that failed,
+// handing its token over for revocation.
+func (d *Driver) abandonPending(after *afterLock, target string, w who) {
+	rec, err := d.store.Get(target)
+	if err != nil || rec == nil || !rec.Pending {
+		return
+	}
+	after.revoke(rec.Session, revokeFailedPublish, w)
+	if err := d.store.Delete(target); err != nil {
+		klog.ErrorS(err, "delete volume state", "target", target)
+	}
+}
+
+// recoverPending runs at start-up, before any call: a first publish that a
+// killed driver left with nothing mounted will not be finished (the pod is
+// gone, or kubelet's retry starts over), so its token is revoked. One left
+// mounted waits for kubelet: its retry redoes it, its unpublish revokes.
+// A token a killed refresh logged in for and never adopted is revoked.
+func (d *Driver) recoverPending() {
+	vols, err := d.store.List()
+	if err != nil {
+		klog.ErrorS(err, "list volume state")
+		return
+	}
+	for _, v := range vols {
+		if in := v.Incoming; in != nil {
+			// A refresh died between its login and adopting the new token.
+			if v.Session == nil || in.Token != v.Session.Token {
+				d.revoker.later(in, revokeFailedRefresh, who{v.Target, v.Pod})
+			}
+			v.Incoming = nil
+			if err := d.store.Put(v); err != nil {
+				klog.ErrorS(err, "save volume state", "target", v.Target)
+			}
+		}
+		if !v.Pending {
+			continue
+		}
+		if mounted, err := tmpfs.IsMounted(v.Target); err != nil || mounted {
+			continue
+		}
+		klog.InfoS("revoking the token of a publish the driver did not finish", "target", v.Target, "pod", podRef(v.Pod))
+		d.revoker.later(v.Session, revokeUnfinished, who{v.Target, v.Pod})
+		if err := d.store.Delete(v.Target); err != nil {
+			klog.ErrorS(err, "delete volume state", "target", v.Target)
+		}
+	}
 }
 
 // files turns fetched files into writer files with modes and size checks.
@@ -368,6 +469,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, err
 	}
 	defer tg.Close()
+	after := &afterLock{d: d}
+	defer after.run() // deferred before unlock, so it runs after it
 	unlock := d.locks.lock(target)
 	defer unlock()
 	if !gone {
@@ -383,14 +486,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	op := Op{Kind: "unpublish", Target: target, Outcome: "ok"}
 	if rec != nil {
 		op.Pod, op.Role, op.Secrets = rec.Pod, rec.Role, rec.Secrets
-		if rec.Session != nil {
-			op.Requests = 1
-			if err := d.fetcher.Release(ctx, rec.Session); err != nil {
-				// Leases still expire with the token's TTL; unmounting wins.
-				klog.ErrorS(err, "revoke Vault token on unpublish", "target", target, "pod", podRef(rec.Pod))
-				op.Err = err
-			}
-		}
+		// Revoked once the target is unlocked; a token Vault does not take
+		// now is retried in the background. Unmounting does not wait.
+		after.revoke(rec.Session, revokeUnpublish, who{target, rec.Pod})
 	}
 	if !gone {
 		if err := tmpfs.Unmount(tg.Path()); err != nil {
@@ -405,8 +503,10 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	op.Latency = time.Since(start)
 	if rec != nil {
-		op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
-		d.observer.Observe(op)
+		if !rec.Pending {
+			op.MountedDelta, op.LeasesDelta = -1, -leases(rec.Secrets)
+		}
+		after.observe(op)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }

@@ -135,7 +135,7 @@ func backoff(n int, r float64) time.Duration {
 // target. It always answers success: an error here makes kubelet (before
 // 1.37) drop the mount dir and leave the pod on stale files for good
 // (kubernetes#121271). Failures are reported and retried with backoff.
-func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volume, start time.Time) *csi.NodePublishVolumeResponse {
+func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs, rec *state.Volume, start time.Time) *csi.NodePublishVolumeResponse {
 	now := time.Now()
 	if rec == nil || rec.PrunePending {
 		if err := atomicwriter.Prune(a.dir); err != nil {
@@ -151,7 +151,7 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	plan := planRefresh(rec, a.hash, now)
 	if plan.reason == "" {
 		op.Kind, op.Outcome, op.Latency = "republish", "skipped", time.Since(start)
-		d.observer.Observe(op)
+		after.observe(op)
 		return &csi.NodePublishVolumeResponse{}
 	}
 	if rec == nil {
@@ -160,7 +160,7 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	}
 	op.Reason = plan.reason
 	heldBefore := leases(rec.Secrets)
-	r := &refresh{d: d, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
+	r := &refresh{d: d, after: after, a: a, rec: rec, plan: plan, now: now, session: rec.Session}
 	err := d.decide(ctx, a, &op)
 	if err == nil {
 		var release func()
@@ -182,7 +182,7 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 			"pod", podRef(a.vol.Request.Pod), "reason", plan.reason, "failures", rec.Failures,
 			"retryAfter", rec.NextAttempt.Sub(now).Round(time.Second))
 		op.Outcome, op.Code, op.Err, op.Latency = "kept-old", status.Code(err).String(), err, time.Since(start)
-		d.observer.Observe(op)
+		after.observe(op)
 		return &csi.NodePublishVolumeResponse{}
 	}
 	op.Outcome, op.Changed, op.Latency = "unchanged", r.changed, time.Since(start)
@@ -192,13 +192,14 @@ func (d *Driver) republish(ctx context.Context, a *publishArgs, rec *state.Volum
 	}
 	klog.V(2).InfoS("volume refreshed", "target", a.target, "pod", podRef(a.vol.Request.Pod),
 		"reason", plan.reason, "changed", r.changed, "vaultRequests", r.requests)
-	d.observer.Observe(op)
+	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}
 }
 
 // refresh carries one republish's work.
 type refresh struct {
 	d        *Driver
+	after    *afterLock // revokes tokens the refresh let go, after the lock
 	a        *publishArgs
 	rec      *state.Volume
 	plan     refreshPlan
@@ -261,12 +262,23 @@ func (r *refresh) run(ctx context.Context) error {
 	if old != nil && r.session != nil && old.Token != r.session.Token {
 		// The new token's files are in place; the old token and the leases
 		// it made are no longer needed by anyone.
-		if err := r.d.fetcher.Release(context.WithoutCancel(ctx), old); err != nil {
-			klog.ErrorS(err, "revoke replaced Vault token", "target", r.a.target)
-		}
-		r.requests++
+		r.revoke(old, revokeReplaced)
 	}
 	return nil
+}
+
+// revoke hands a token the refresh no longer needs over for revocation
+// once the target is unlocked and the Vault slot released.
+func (r *refresh) revoke(s *provider.Session, why string) {
+	r.after.revoke(s, why, who{r.a.target, r.a.vol.Request.Pod})
+}
+
+// recordIncoming puts a token the refresh just logged in for on record
+// before it is used, so a driver killed mid-refresh cannot lose it.
+func (r *refresh) recordIncoming(s *provider.Session) error {
+	c := *r.rec
+	c.Incoming = s
+	return r.d.store.Put(&c)
 }
 
 // fetch reads the planned paths, keeps the other files as they are, and
@@ -306,10 +318,12 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 	req := r.a.vol.Request
 	req.Session = r.session
 	req.Secrets = pick()
+	req.OnLogin = r.recordIncoming
 	res, err := r.d.fetcher.Fetch(ctx, &req)
 	if res != nil {
 		r.requests += res.VaultRequests
 		r.loggedIn = r.loggedIn || res.LoggedIn
+		r.revoke(res.Orphan, revokeFailedRefresh)
 	}
 	if err != nil {
 		return nil, err
@@ -324,10 +338,10 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 		res, err = r.d.fetcher.Fetch(ctx, &req)
 		if res != nil {
 			r.requests += res.VaultRequests
+			r.revoke(res.Orphan, revokeFailedRefresh)
 		}
 		if err != nil {
-			_ = r.d.fetcher.Release(context.WithoutCancel(ctx), r.session)
-			r.requests++
+			r.revoke(r.session, revokeFailedRefresh)
 			return nil, err
 		}
 	}
@@ -354,8 +368,8 @@ func (r *refresh) fetch(ctx context.Context, infos []provider.SecretInfo) ([]pro
 		r.changed, err = writeFiles(r.a.dir, files, r.a.gid)
 	}
 	if err != nil {
-		if r.session != nil && r.rec.Session != nil && r.session.Token != r.rec.Session.Token {
-			_ = r.d.fetcher.Release(context.WithoutCancel(ctx), r.session)
+		if r.session != nil && (r.rec.Session == nil || r.session.Token != r.rec.Session.Token) {
+			r.revoke(r.session, revokeFailedRefresh) // a new token the volume will not keep
 		}
 		return nil, err
 	}

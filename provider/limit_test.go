@@ -83,6 +83,7 @@ func TestFetchSizeLimits(t *testing.T) {
 			if !errors.Is(err, provider.ErrTooLarge) || !strings.Contains(err.Error(), c.errText) {
 				t.Fatalf("err = %v, want ErrTooLarge with %q", err, c.errText)
 			}
+			releaseOrphan(t, p, res) // the caller's part: the driver's revocation queue
 			for _, ch := range "bde" {
 				if strings.Contains(err.Error(), strings.Repeat(string(ch), 32)) {
 					t.Errorf("the error carries the secret's value: %.200s", err)
@@ -140,7 +141,8 @@ func TestFetchVolumeLimitStopsRendering(t *testing.T) {
 		defer mem.Close()
 		req := request(v, specs(256)...)
 		req.MaxVolumeBytes, req.Memory = limit, mem
-		_, err = p.Fetch(context.Background(), req)
+		res, err := p.Fetch(context.Background(), req)
+		releaseOrphan(t, p, res)
 		// Each file costs 256 pages: 8 fit, the 9th (f008) passes the limit.
 		if !errors.Is(err, provider.ErrTooLarge) || !strings.Contains(err.Error(), "file f008 ") || !strings.Contains(err.Error(), "8388608") {
 			t.Fatalf("err = %v, want ErrTooLarge naming f008 and the limit", err)
@@ -222,6 +224,7 @@ func TestFetchMemoryBudget(t *testing.T) {
 				if !errors.Is(err, provider.ErrBusy) {
 					t.Fatalf("err = %v, want ErrBusy", err)
 				}
+				releaseOrphan(t, p, res)
 			} else if err != nil {
 				t.Fatal(err)
 			} else {

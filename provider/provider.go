@@ -22,6 +22,14 @@ const (
 	AuthJWT        = "jwt"
 )
 
+// How long a login may run on after its caller gave up, so that a token
+// Vault issues late is revoked rather than lost; and the deadline of that
+// revocation when no orphan handler is set.
+const (
+	loginTimeout      = 30 * time.Second
+	lateRevokeTimeout = 3 * time.Second
+)
+
 // Limits on what one Fetch returns.
 const (
 	MaxSecretBytes = 1 << 20
@@ -44,9 +52,10 @@ type Config struct {
 // Provider fetches secrets from one Vault server. It is safe for concurrent
 // use and shares one HTTP connection pool across all volumes.
 type Provider struct {
-	cfg    Config
-	base   *vault.Client
-	mounts *mountCache // mount types, for the issuing-endpoint check
+	cfg     Config
+	base    *vault.Client
+	mounts  *mountCache // mount types, for the issuing-endpoint check
+	orphans atomic.Pointer[func(*Session, Identity)]
 }
 
 // New checks the configuration and prepares the shared HTTP client.
@@ -153,7 +162,8 @@ func (k *call) observeCode(op string, code int) {
 // Fetch logs in (or reuses req.Session) and reads every secret of the
 // request. It returns either all files or an error: never a partial set.
 // On error the result is still returned, without files or session, so the
-// caller can account for the Vault requests that were made.
+// caller can account for the Vault requests that were made and revoke the
+// token of a login it made (Result.Orphan).
 func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 	res := &Result{}
 	k, err := p.newCall(req.VaultNamespace)
@@ -168,33 +178,46 @@ func (p *Provider) Fetch(ctx context.Context, req *Request) (*Result, error) {
 	}
 	fail := func(err error) (*Result, error) {
 		res.VaultRequests = int(k.requests.Load())
+		if res.LoggedIn {
+			// Do not leave a token (and leases) behind for a fetch that
+			// failed: the caller revokes it, once it holds nothing that
+			// others wait for (Vault may be what hangs).
+			res.Orphan = sess
+		}
 		return res, err
 	}
+	// login logs in and hands the new token to the caller before any read.
+	login := func() error {
+		s, err := k.login(ctx, req)
+		if err != nil {
+			return err
+		}
+		sess, res.LoggedIn = s, true
+		k.scrub = append(k.scrub, sess.Token)
+		if req.OnLogin != nil {
+			if err := req.OnLogin(sess); err != nil {
+				return fmt.Errorf("record the new Vault token: %w", err)
+			}
+		}
+		return nil
+	}
 	if sess == nil {
-		if sess, err = k.login(ctx, req); err != nil {
+		if err := login(); err != nil {
 			return fail(err)
 		}
-		res.LoggedIn = true
 	}
 	k.scrub = append(k.scrub, sess.Token)
 	k.c.SetToken(sess.Token)
 	files, infos, err := k.readAll(ctx, req.Secrets)
 	if err != nil && !res.LoggedIn && errors.Is(err, ErrDenied) && req.JWT != "" {
 		// The reused token may have been revoked out of band: log in once more.
-		if sess, err = k.login(ctx, req); err != nil {
+		if err := login(); err != nil {
 			return fail(err)
 		}
-		res.LoggedIn = true
-		k.scrub = append(k.scrub, sess.Token)
 		k.c.SetToken(sess.Token)
 		files, infos, err = k.readAll(ctx, req.Secrets)
 	}
 	if err != nil {
-		if res.LoggedIn {
-			// Do not leave a token (and leases) behind for a publish that failed.
-			_ = p.revokeToken(context.WithoutCancel(ctx), sess)
-			k.requests.Add(1)
-		}
 		return fail(err)
 	}
 	res.VaultRequests = int(k.requests.Load())
@@ -228,17 +251,53 @@ func (k *call) login(ctx context.Context, req *Request) (*Session, error) {
 	if mount == "" {
 		mount = k.p.cfg.AuthMount
 	}
+	what := fmt.Sprintf("vault login as role %q at auth/%s", req.Role, mount)
 	start := time.Now()
-	secret, err := k.c.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{
-		"role": req.Role,
-		"jwt":  req.JWT,
-	})
-	k.observe("login", err)
-	if err != nil {
-		return nil, k.wrap(ctx, fmt.Sprintf("vault login as role %q at auth/%s", req.Role, mount), err)
+	// The login runs on past the caller's deadline (up to loginTimeout): a
+	// token Vault issues after the caller gave up must still reach someone
+	// who revokes it, or it lives for its whole TTL.
+	type answer struct {
+		secret *vault.Secret
+		err    error
 	}
+	answers := make(chan answer, 1)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loginTimeout)
+	go func() {
+		defer cancel()
+		secret, err := k.c.Logical().WriteWithContext(lctx, "auth/"+mount+"/login", map[string]any{
+			"role": req.Role,
+			"jwt":  req.JWT,
+		})
+		k.observe("login", err)
+		answers <- answer{secret, err}
+	}()
+	var a answer
+	select {
+	case a = <-answers:
+	case <-ctx.Done():
+		go func() {
+			if a := <-answers; a.err == nil {
+				if s := k.session(a.secret, start); s != nil {
+					k.p.lateLogin(s, req.Pod)
+				}
+			}
+		}()
+		return nil, k.wrap(ctx, what, ctx.Err())
+	}
+	if a.err != nil {
+		return nil, k.wrap(ctx, what, a.err)
+	}
+	s := k.session(a.secret, start)
+	if s == nil {
+		return nil, fmt.Errorf("%s: %w: no token in the response", what, ErrUnavailable)
+	}
+	return s, nil
+}
+
+// session is the Session of a login's answer; nil without a token.
+func (k *call) session(secret *vault.Secret, start time.Time) *Session {
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, fmt.Errorf("vault login as role %q at auth/%s: %w: no token in the response", req.Role, mount, ErrUnavailable)
+		return nil
 	}
 	s := &Session{
 		Token:     secret.Auth.ClientToken,
@@ -250,7 +309,24 @@ func (k *call) login(ctx context.Context, req *Request) (*Session, error) {
 	if secret.Auth.LeaseDuration > 0 {
 		s.ExpiresAt = start.Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
 	}
-	return s, nil
+	return s
+}
+
+// SetOrphanHandler names who takes a token that Vault issued for a login
+// whose caller had already given up (its deadline passed mid-login). The
+// driver hands it to its revocation queue. Without a handler the provider
+// revokes such a token itself, once, with a short deadline.
+func (p *Provider) SetOrphanHandler(f func(*Session, Identity)) { p.orphans.Store(&f) }
+
+// lateLogin disposes of a token that came back after its caller left.
+func (p *Provider) lateLogin(s *Session, pod Identity) {
+	if f := p.orphans.Load(); f != nil && *f != nil {
+		(*f)(s, pod)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lateRevokeTimeout)
+	defer cancel()
+	_ = p.revokeToken(ctx, s)
 }
 
 // readKey identifies one Vault request: files that name the same path (and

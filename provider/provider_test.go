@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -170,20 +174,140 @@ func TestFetchErrors(t *testing.T) {
 	}
 }
 
-// A failed publish must not leave its Vault token (and leases) behind.
-func TestFetchFailureRevokesToken(t *testing.T) {
+// A failed fetch hands the token it logged in for back to the caller
+// (Result.Orphan) instead of revoking it itself, so the caller can revoke it
+// after letting go of what others wait for; revoking it leaves nothing.
+// OnLogin sees every new token before any read, and its error fails the
+// fetch with the token handed back all the same.
+func TestFetchFailureHandsBackToken(t *testing.T) {
 	v, p := setup(t)
 	before := tokenCount(t, v)
-	for i := 0; i < 3; i++ {
-		_, err := p.Fetch(context.Background(), request(v,
+	failing := func() *provider.Request {
+		return request(v,
 			provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"},
-			provider.SecretSpec{File: "b", Path: "secret/data/missing", Key: "x"}))
-		if !errors.Is(err, provider.ErrNotFound) {
-			t.Fatalf("err = %v", err)
+			provider.SecretSpec{File: "b", Path: "secret/data/missing", Key: "x"})
+	}
+	recordErr := errors.New("state dir full")
+	tests := []struct {
+		name    string
+		req     *provider.Request
+		onLogin error
+		want    error
+	}{
+		{"a read fails", failing(), nil, provider.ErrNotFound},
+		{"recording the token fails", request(v, provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"}), recordErr, recordErr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var seen []*provider.Session
+			tt.req.OnLogin = func(s *provider.Session) error {
+				if n := tokenCount(t, v); n != before+1 {
+					t.Errorf("OnLogin: %d tokens, want the new one alive (%d)", n, before+1)
+				}
+				seen = append(seen, s)
+				return tt.onLogin
+			}
+			res, err := p.Fetch(context.Background(), tt.req)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if res == nil || res.Orphan == nil || len(seen) != 1 || res.Orphan.Token != seen[0].Token || !res.LoggedIn {
+				t.Fatalf("want the login's session handed back and seen once by OnLogin: res %+v, OnLogin saw %d", res, len(seen))
+			}
+			if res.Session != nil || res.Files != nil {
+				t.Errorf("a failed fetch returned a session or files")
+			}
+			if n := tokenCount(t, v); n != before+1 {
+				t.Errorf("tokens after the failed fetch: %d, want %d (the caller revokes)", n, before+1)
+			}
+			if err := p.Release(context.Background(), res.Orphan); err != nil {
+				t.Fatal(err)
+			}
+			if n := tokenCount(t, v); n != before {
+				t.Errorf("tokens after Release: %d, want %d", n, before)
+			}
+		})
+	}
+	// A fetch that fails before any login hands back nothing.
+	req := failing()
+	req.JWT = ""
+	if res, err := p.Fetch(context.Background(), req); err == nil || res.Orphan != nil {
+		t.Errorf("no login: err %v, orphan %v", err, res.Orphan != nil)
+	}
+}
+
+// A login Vault answers after the caller's deadline still yields its
+// token to someone who revokes it: the orphan handler when one is set (the
+// driver's revocation queue), else the provider itself. Vault is real; a
+// proxy delays its login answers, as a slow network or a loaded Vault does.
+func TestLateLoginTokenIsNotLost(t *testing.T) {
+	v, _ := setup(t)
+	u, err := url.Parse(v.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if strings.HasSuffix(r.Request.URL.Path, "/login") {
+			time.Sleep(400 * time.Millisecond) // Vault has issued the token; the answer is late
+		}
+		return nil
+	}
+	slow := httptest.NewServer(rp)
+	t.Cleanup(slow.Close)
+	before := tokenCount(t, v)
+	for _, withHandler := range []bool{true, false} {
+		p, err := provider.New(provider.Config{Addr: slow.URL, AuthMethod: provider.AuthJWT, AuthMount: v.JWTMount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handed := make(chan *provider.Session, 1)
+		if withHandler {
+			p.SetOrphanHandler(func(s *provider.Session, pod provider.Identity) {
+				if pod.Namespace != "shop" || pod.ServiceAccount != "payment" {
+					t.Errorf("orphan handed over for %+v", pod)
+				}
+				handed <- s
+			})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		_, err = p.Fetch(ctx, request(v, provider.SecretSpec{File: "a", Path: "secret/data/db", Key: "password"}))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the caller's deadline", err)
+		}
+		if withHandler {
+			select {
+			case s := <-handed:
+				if err := p.Release(context.Background(), s); err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the late login's token was never handed over")
+			}
+		}
+		n := 0
+		for i := 0; i < 100; i++ { // bounded: 10s
+			if n = tokenCount(t, v); n == before {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n != before {
+			t.Errorf("handler %v: %d tokens alive, want %d: the late login's token leaked", withHandler, n, before)
 		}
 	}
-	if after := tokenCount(t, v); after != before {
-		t.Errorf("tokens: %d before, %d after three failed fetches", before, after)
+}
+
+// releaseOrphan revokes the token a failed Fetch logged in for, as its
+// caller must (the driver hands it to its revocation queue).
+func releaseOrphan(t *testing.T, p *provider.Provider, res *provider.Result) {
+	t.Helper()
+	if res == nil || res.Orphan == nil {
+		t.Fatal("a fetch that failed after its login handed no token back")
+	}
+	if err := p.Release(context.Background(), res.Orphan); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -68,6 +68,11 @@ type Request struct {
 	// Memory, when set, is charged for the responses and rendered files
 	// this fetch holds; nil: no driver-wide bound.
 	Memory *Reservation
+	// OnLogin, when set, is called with each new session right after the
+	// login and before any read, so the caller can record the token before
+	// anything else happens (a crash then leaves a record that names it).
+	// An error fails the fetch.
+	OnLogin func(*Session) error
 }
 
 // File is one fetched file: its contents and the Vault object it came from.
@@ -113,4 +118,8 @@ type Result struct {
 	LoggedIn bool
 	// VaultRequests counts the HTTP requests Fetch sent to Vault.
 	VaultRequests int
+	// Orphan, on a failed Fetch, is a session it logged in for: the caller
+	// must revoke it (Release). Fetch does not, because Vault may be the
+	// thing that hangs and the caller knows what it holds while waiting.
+	Orphan *Session
 }

@@ -135,15 +135,19 @@ func run(o options) error {
 	}
 	// Gauges start from what a previous process left mounted.
 	if vols, err := d.Store().List(); err == nil {
-		leases := 0
+		leases, mounted := 0, 0
 		for _, v := range vols {
+			if v.Pending {
+				continue // a publish a killed driver did not finish: not mounted for a pod
+			}
+			mounted++
 			for _, s := range v.Secrets {
 				if s.LeaseID != "" {
 					leases++
 				}
 			}
 		}
-		m.SetMounted(len(vols))
+		m.SetMounted(mounted)
 		m.AddLeases(leases)
 	}
 	if err := m.WatchVolumes(volumeHealth(d.Store())); err != nil {

@@ -64,6 +64,7 @@ type Metrics struct {
 	policyReloads  *prometheus.CounterVec
 	reloadFailing  prometheus.Gauge
 	perOperation   *prometheus.HistogramVec
+	revokeRetries  *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go and process
@@ -123,12 +124,17 @@ func New() *Metrics {
 			Help:      "Vault requests one CSI operation made, by operation (publish, refresh, unpublish): the Vault load each pod causes.",
 			Buckets:   []float64{0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256},
 		}, []string{"operation"}),
+		revokeRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "revocation_retries_total",
+			Help:      "Background retries of Vault token revocations that failed at first (Vault unreachable), by outcome: ok (revoked), failed (retried later with backoff), expired (dropped: the token's TTL passed, so Vault revoked it).",
+		}, []string{"outcome"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.vaultRequests, m.mounted, m.leases,
-		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.reloadFailing, m.perOperation,
+		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.reloadFailing, m.perOperation, m.revokeRetries,
 	)
 	// Series a dashboard divides by or alerts on exist from the start at 0,
 	// so that rate() and absent() behave before the first event.
@@ -268,4 +274,13 @@ func (m *Metrics) PolicyReload(ok bool) {
 	}
 	m.policyReloads.WithLabelValues(result).Inc()
 	m.reloadFailing.Set(failing)
+}
+
+// RevocationRetry counts one background revocation attempt by outcome:
+// ok, failed or expired.
+func (m *Metrics) RevocationRetry(outcome string) {
+	if m == nil {
+		return
+	}
+	m.revokeRetries.WithLabelValues(outcome).Inc()
 }

@@ -116,6 +116,9 @@ func TestScrape(t *testing.T) {
 	m.PolicyReload(true)
 	m.PolicyReload(false)
 	m.PolicyReload(true)
+	m.RevocationRetry("failed")
+	m.RevocationRetry("failed")
+	m.RevocationRetry("ok")
 
 	fams := scrape(t, url)
 	tests := []struct {
@@ -139,6 +142,8 @@ func TestScrape(t *testing.T) {
 		{"vault_csi_refresh_failures_total", map[string]string{"reason": "unavailable"}, 1},
 		{"vault_csi_policy_reloads_total", map[string]string{"result": "success"}, 2},
 		{"vault_csi_policy_reloads_total", map[string]string{"result": "failure"}, 1},
+		{"vault_csi_revocation_retries_total", map[string]string{"outcome": "failed"}, 2},
+		{"vault_csi_revocation_retries_total", map[string]string{"outcome": "ok"}, 1},
 	}
 	for _, tt := range tests {
 		if got := value(t, fams, tt.name, tt.labels); got != tt.want {
@@ -198,6 +203,7 @@ func TestNoHighCardinalityLabels(t *testing.T) {
 	m.VaultRequest(VaultRead, "2xx")
 	m.PolicyDenied("r")
 	m.RefreshFailed("other")
+	m.RevocationRetry("ok")
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

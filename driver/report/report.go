@@ -40,6 +40,10 @@ const (
 
 // Observe implements driver.Observer.
 func (r *Reporter) Observe(op driver.Op) {
+	if op.Kind == driver.OpRevokeRetry {
+		r.revokeRetry(op)
+		return
+	}
 	r.metrics(op)
 	r.audit(op)
 	r.event(op)
@@ -207,4 +211,23 @@ func secretPaths(infos []provider.SecretInfo) []string {
 		out = append(out, s.Path)
 	}
 	return out
+}
+
+// revokeRetry reports a background revocation attempt: every attempt is
+// counted; the end of one (revoked, or dropped at the token's expiry) is
+// an audit line. No Event: the pod is usually gone.
+func (r *Reporter) revokeRetry(op driver.Op) {
+	r.Metrics.RevocationRetry(op.Outcome)
+	if r.Audit == nil || op.Outcome == driver.RevokeOutcomeFailed {
+		return
+	}
+	e := audit.Event{
+		Action:    audit.ActionRevoke,
+		Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID, ServiceAccount: op.Pod.ServiceAccount,
+		VaultRequests: op.Requests, // no decision: the access policy is not asked
+	}
+	if op.Outcome == driver.RevokeOutcomeExpired {
+		e.Error = "the token expired before Vault could be reached: Vault revoked it and its leases"
+	}
+	r.Audit.Log(e)
 }

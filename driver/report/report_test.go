@@ -274,6 +274,29 @@ func TestObserve(t *testing.T) {
 			},
 			action: audit.ActionRevoke, decision: "", // an unpublish asks no policy
 		},
+		{
+			name: "background revocation retry failed",
+			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeFailed, Err: unavailable, Pod: pod, Requests: 1, Reason: "unpublish"},
+			series: []string{
+				"vault_csi_revocation_retries_total{outcome=failed} 1",
+			},
+		},
+		{
+			name: "background revocation retry succeeded",
+			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeOK, Pod: pod, Requests: 1, Reason: "unpublish"},
+			series: []string{
+				"vault_csi_revocation_retries_total{outcome=OK} 1", // "ok" is shown as OK by series()
+			},
+			action: audit.ActionRevoke,
+		},
+		{
+			name: "background revocation dropped at the token's expiry",
+			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeExpired, Pod: pod, Reason: "unpublish"},
+			series: []string{
+				"vault_csi_revocation_retries_total{outcome=expired} 1",
+			},
+			action: audit.ActionRevoke,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

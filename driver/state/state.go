@@ -50,6 +50,15 @@ type Volume struct {
 	// PrunePending is set when a swap left the previous payload behind for
 	// readers still in it; the next re-publish removes it.
 	PrunePending bool `json:"prunePending,omitempty"`
+	// Pending marks a first publish in progress: written right after login
+	// and before anything is mounted, so that a driver killed at any point
+	// of it leaves the new Vault token on record. It is cleared when the
+	// files are in place; a retry finds it and redoes the publish.
+	Pending bool `json:"pending,omitempty"`
+	// Incoming is a token a refresh logged in for, on record from the login
+	// until the refresh adopts it (as Session) or lets it go: a driver
+	// killed in between leaves it here, and the next start revokes it.
+	Incoming *provider.Session `json:"incoming,omitempty"`
 }
 
 // Store keeps records in a directory, with a write-through cache in memory:
@@ -88,6 +97,10 @@ func clone(v *Volume) *Volume {
 	if v.Session != nil {
 		s := *v.Session
 		c.Session = &s
+	}
+	if v.Incoming != nil {
+		s := *v.Incoming
+		c.Incoming = &s
 	}
 	return &c
 }

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,6 +246,22 @@ func (s *Server) Stop() {
 
 // Kill stops the server abruptly (for unavailability tests).
 func (s *Server) Kill() { s.Stop() }
+
+// Pause freezes the server (SIGSTOP): it accepts connections (the kernel
+// does) and answers nothing, as a hung Vault does, and keeps every token,
+// which a dev server restarted with Start would not. Resume (SIGCONT) lets
+// it go on. Stop works on a paused server.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return fmt.Errorf("vault is not running")
+	}
+	return s.cmd.Process.Signal(sig)
+}
 
 func (s *Server) configure() error {
 	key, err := EnableJWTAuth(s.Root, s.JWTMount)
