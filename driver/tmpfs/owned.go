@@ -76,7 +76,7 @@ func findMount(id string) (mountEntryInfo, bool, error) {
 	if err != nil {
 		return mountEntryInfo{}, false, fmt.Errorf("read mountinfo: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	prefix := id + " "

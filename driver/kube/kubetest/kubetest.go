@@ -8,7 +8,6 @@ package kubetest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -67,7 +66,7 @@ func Start(t *testing.T) *Cluster {
 	script := func(name string, args ...string) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "hack/cluster", name)}, args...)...)
+		cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "hack/cluster", name)}, args...)...) //nolint:gosec // the repo's own cluster scripts
 		cmd.Env, cmd.WaitDelay = env, 5*time.Second
 		return cmd.CombinedOutput()
 	}
@@ -101,7 +100,7 @@ func connect(t *testing.T, kubeconfig string) *Cluster {
 }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
@@ -126,5 +125,5 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
-	return "", errors.New(fmt.Sprint("hack/cluster/up.sh not found above the working directory"))
+	return "", errors.New("hack/cluster/up.sh not found above the working directory")
 }
