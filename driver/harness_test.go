@@ -299,3 +299,27 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// dialRegistration waits for the driver's kubelet plugin-registration
+// socket under kubelet (its --kubelet-dir) and connects to it as kubelet
+// would; the connection is closed at cleanup.
+func dialRegistration(t testing.TB, kubelet string) *grpc.ClientConn {
+	t.Helper()
+	sock := filepath.Join(kubelet, "plugins_registry", "vault.csi.dev-reg.sock")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("registration socket never appeared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
@@ -69,23 +68,7 @@ func TestHealthz(t *testing.T) {
 func TestKubeletRegistration(t *testing.T) {
 	kubelet := t.TempDir()
 	d := startDriver(t, "--kubelet-dir="+kubelet)
-	sock := filepath.Join(kubelet, "plugins_registry", "vault.csi.dev-reg.sock")
-	var conn *grpc.ClientConn
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("registration socket never appeared")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialRegistration(t, kubelet)
 	c := registerapi.NewRegistrationClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -101,7 +84,7 @@ func TestKubeletRegistration(t *testing.T) {
 	}
 	// On SIGTERM the registration socket goes, so kubelet deregisters.
 	d.stop(syscall.SIGTERM)
-	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(kubelet, "plugins_registry", "vault.csi.dev-reg.sock")); !os.IsNotExist(err) {
 		t.Errorf("registration socket left after shutdown: %v", err)
 	}
 }

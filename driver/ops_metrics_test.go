@@ -18,19 +18,7 @@ import (
 // opsTool builds (or finds in .cache/tools) a tool from its wrapper module.
 func opsTool(t *testing.T, module, name, pkg string) string {
 	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", filepath.Join(root, "hack/build-tool.sh"), module, name, pkg)
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build %s: %v: %s", name, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
+	return vaulttest.Tool(t, module, name, pkg)
 }
 
 // exposedNames are the sample names of a scrape: a histogram's _bucket,

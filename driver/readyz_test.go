@@ -4,14 +4,11 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
@@ -78,22 +75,7 @@ func TestReadyz(t *testing.T) {
 	}
 
 	// kubelet's side of plugin registration.
-	sock := filepath.Join(kubelet, "plugins_registry", "vault.csi.dev-reg.sock")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("registration socket never appeared")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialRegistration(t, kubelet)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := registerapi.NewRegistrationClient(conn).NotifyRegistrationStatus(ctx,

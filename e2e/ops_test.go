@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,32 +19,14 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
-)
 
-var (
-	toolsMu sync.Mutex
-	tools   = map[string]string{}
+	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
 // toolBin builds (or finds in .cache/tools) a tool from its wrapper module.
 func toolBin(t testing.TB, module, name, pkg string) string {
 	t.Helper()
-	toolsMu.Lock()
-	defer toolsMu.Unlock()
-	if p, ok := tools[name]; ok {
-		return p
-	}
-	root := repoRoot(t)
-	cmd := exec.Command("bash", filepath.Join(root, "hack/build-tool.sh"), module, name, pkg)
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build %s: %v: %s", name, err, stderr.String())
-	}
-	tools[name] = strings.TrimSpace(string(out))
-	return tools[name]
+	return vaulttest.Tool(t, module, name, pkg)
 }
 
 func promtoolBin(t testing.TB) string {

@@ -9,17 +9,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
 // repoRoot is the driver module's root (the e2e package sits one level down).
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs("..")
+	dir, err := vaulttest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err != nil || !bytes.HasPrefix(b, []byte("module vaultcsi.dev/driver\n")) {
-		t.Fatalf("driver module root not found at %s", dir)
 	}
 	return dir
 }

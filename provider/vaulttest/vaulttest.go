@@ -60,7 +60,7 @@ func Binary() (string, error) {
 	if p := os.Getenv("VAULT_BIN"); p != "" {
 		return p, nil
 	}
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -71,7 +71,9 @@ func Binary() (string, error) {
 	return p, nil
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot is the driver module's root, found above the working
+// directory (a package's tests run in its own folder).
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err

@@ -7,7 +7,6 @@ package kubetest
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"vaultcsi.dev/driver/provider/vaulttest"
 	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
@@ -44,7 +44,7 @@ func Start(t *testing.T) *Cluster {
 		return connect(t, kc)
 	}
 	need.Root(t, "hack/cluster/up.sh starts etcd and kube-apiserver")
-	root, err := moduleRoot()
+	root, err := vaulttest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,24 +106,4 @@ func freePort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// moduleRoot is the driver module's root, found from the working directory
-// (a package's tests run in its own folder).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 20 {
-		if _, err := os.Stat(filepath.Join(dir, "hack/cluster/up.sh")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("hack/cluster/up.sh not found above the working directory")
 }
