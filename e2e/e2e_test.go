@@ -15,6 +15,7 @@
 //	E2E_VAULT_ADDR                 Vault address as the driver sees it (default http://$E2E_VAULT_LISTEN)
 //	E2E_VAULT_KUBERNETES_HOST      API server address as Vault sees it (default: the kubeconfig's server)
 //	E2E_IMAGE                      driver image (default vault-csi-driver:e2e), E2E_PULL_POLICY (Never)
+//	E2E_UPGRADE_IMAGE              a second driver image for scenario 10 (helm upgrade while pods run)
 //	E2E_BUSYBOX                    test pod image (default busybox:1.35)
 //	E2E_KUBELET_DIR                kubelet root dir on the nodes (default /var/lib/kubelet)
 //	E2E_STATE_DIR                  driver state dir on the nodes, must be tmpfs (default: the chart's)
@@ -71,6 +72,7 @@ const (
 type config struct {
 	kubeconfig                   string
 	image, busybox, pullPolicy   string
+	upgradeImage                 string // the image scenario 10 upgrades the release to
 	kubeletDir, stateDir         string
 	hostNetwork, nodeLocal       bool
 	apiHost, apiPort             string
@@ -90,6 +92,7 @@ func loadConfig(t *testing.T) config {
 	c := config{
 		kubeconfig:    os.Getenv("KUBECONFIG"),
 		image:         getenv("E2E_IMAGE", "vault-csi-driver:e2e"),
+		upgradeImage:  os.Getenv("E2E_UPGRADE_IMAGE"),
 		busybox:       getenv("E2E_BUSYBOX", "busybox:1.35"),
 		pullPolicy:    getenv("E2E_PULL_POLICY", "Never"),
 		kubeletDir:    getenv("E2E_KUBELET_DIR", "/var/lib/kubelet"),
@@ -141,6 +144,7 @@ type suite struct {
 	vaultAddr               string            // as the suite reaches it
 	vc                      *vault.Client
 	setup                   *vaultSetup
+	chart, valuesFile       string // what was installed: the packaged chart and its values
 
 	mu      sync.Mutex
 	results []string
@@ -177,6 +181,8 @@ func TestE2E(t *testing.T) {
 	t.Run("6 driver pod deleted and back", s.testDriverRestart)
 	t.Run("5 Vault down at start and during rotation", s.testVaultOutage)
 	t.Run("8 burst of pods", s.testBurst)
+	// Last: it replaces the driver the other scenarios ran against.
+	t.Run("10 helm upgrade to a new image while pods run", s.testUpgrade)
 
 	s.record("suite total: %s", time.Since(start).Round(time.Second))
 	t.Log("E2E SUMMARY\n  " + strings.Join(s.results, "\n  "))
@@ -224,7 +230,7 @@ func newSuite(t *testing.T) *suite {
 	// Namespaces, service accounts, and the reviewer Vault uses for TokenReviews.
 	for ns, sas := range map[string][]string{
 		releaseNS:   {reviewerSA},
-		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk"},
+		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk", "upgrade"},
 		s.blockedNS: {"app"},
 	} {
 		if err := ensureNamespace(kc, ns, sas...); err != nil {
@@ -260,6 +266,7 @@ func newSuite(t *testing.T) *suite {
 		roles: map[string][2]string{
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},
 			"revoke": {s.appNS, "revoke"}, "restart": {s.appNS, "restart"}, "outage": {s.appNS, "outage"},
+			"upgrade": {s.appNS, "upgrade"},
 			"bulk": {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
 			// The chart's `helm test` pod mounts a Vault volume as this account.
 			"helmtest": {releaseNS, release + "-vault-csi-driver-test"},
@@ -274,6 +281,7 @@ func newSuite(t *testing.T) *suite {
 			"e2e/revoke/x":   {"value": "r"},
 			"e2e/restart/x":  {"value": "r1"},
 			"e2e/outage/x":   {"value": "o1"},
+			"e2e/upgrade/x":  {"value": "u1"},
 			"e2e/bulk/a":     {"value": "a"},
 			"e2e/bulk/b":     {"value": "b"},
 			"e2e/bulk/c":     {"value": "c"},
@@ -338,6 +346,7 @@ func newSuite(t *testing.T) *suite {
 			t.Errorf("driver /readyz after install: %q %v", body, err)
 		}
 	}
+	s.chart, s.valuesFile = pkg, valuesFile
 	s.record("installed %s", filepath.Base(pkg))
 	if err := poll(60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

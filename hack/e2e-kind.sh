@@ -32,6 +32,9 @@ if [ -z "$kubectl_bin" ]; then
   kubectl_bin=$root/.cache/tools/k8s/kubectl
 fi
 tar=$(bash hack/e2e-image.sh)
+export E2E_UPGRADE_IMAGE=vault-csi-driver:e2e-next
+next_tar=$(E2E_IMAGE=$E2E_UPGRADE_IMAGE PLATFORMS=linux/amd64 \
+  VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo dev)-next" bash hack/e2e-image.sh)
 
 kubeconfig=$(mktemp)
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -51,6 +54,7 @@ trap 'exit 130' INT TERM
 "$kind" create cluster --name "$cluster" --config e2e/kind.yaml --kubeconfig "$kubeconfig" --wait 180s \
   ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} >&2
 "$kind" load image-archive "$tar" --name "$cluster" >&2
+"$kind" load image-archive "$next_tar" --name "$cluster" >&2
 busybox=${E2E_BUSYBOX:-busybox:1.35}
 docker image inspect "$busybox" >/dev/null 2>&1 || timeout 300 docker pull "$busybox" >&2
 "$kind" load docker-image "$busybox" --name "$cluster" >&2

@@ -41,6 +41,13 @@ bash hack/cluster/up.sh >&2
 step "driver image"
 tar=$(bash hack/e2e-image.sh)
 bash hack/cluster/load-image.sh "$tar" >&2
+# Scenario 10 upgrades the release to this one while pods run: the same code
+# built as another version (amd64 only: the node's platform).
+step "next driver image (the helm upgrade scenario)"
+export E2E_UPGRADE_IMAGE=vault-csi-driver:e2e-next
+next_tar=$(E2E_IMAGE=$E2E_UPGRADE_IMAGE PLATFORMS=linux/amd64 \
+  VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo dev)-next" bash hack/e2e-image.sh)
+bash hack/cluster/load-image.sh "$next_tar" >&2
 
 # The driver's state dir must be tmpfs on the node (this machine). /run is tmpfs on
 # systemd hosts and in kind nodes; where it is not, use /dev/shm.
