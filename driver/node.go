@@ -289,7 +289,7 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 	// crash at any later point leaves a record that names it.
 	t := &volumeTarget{d: d, after: after, a: a, first: true}
 	rec := d.newRecord(a)
-	res, err := d.executorFor(t, a).Run(ctx, refresh.Publish(), rec)
+	res, err := d.executor(t, a).Run(ctx, refresh.Publish(), rec)
 	op.Requests, op.LoggedIn, op.Secrets = res.Requests, res.LoggedIn, res.Fetched
 	if err != nil {
 		t.undo()

@@ -47,7 +47,7 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 	if err == nil {
 		var release func()
 		if release, a.vol.Request.Memory, err = d.acquire(ctx); err == nil {
-			res, err = d.executor(after, a, rec).Run(ctx, plan, rec)
+			res, err = d.executor(&volumeTarget{d: d, after: after, a: a, rec: rec}, a).Run(ctx, plan, rec)
 			release()
 		}
 	}
@@ -84,13 +84,8 @@ func (d *Driver) newRecord(a *publishArgs) *state.Volume {
 		Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10)}
 }
 
-// executor is the refresh engine for a volume: rec is its record, a new
-// one for a first publish (a volumeTarget with first set).
-func (d *Driver) executor(after *afterLock, a *publishArgs, rec *state.Volume) *refresh.Executor {
-	return d.executorFor(&volumeTarget{d: d, after: after, a: a, rec: rec}, a)
-}
-
-func (d *Driver) executorFor(t refresh.Target, a *publishArgs) *refresh.Executor {
+// executor is the refresh engine working on the volume t for a.
+func (d *Driver) executor(t *volumeTarget, a *publishArgs) *refresh.Executor {
 	return &refresh.Executor{Fetcher: d.fetcher, Target: t, Clock: d.cfg.Clock, Request: a.vol.Request,
 		VolumeID: a.volID, Hash: a.hash, Period: a.vol.RotationPeriod}
 }
