@@ -20,7 +20,7 @@ import (
 
 	"vaultcsi.dev/driver/driver/atomicwriter"
 	"vaultcsi.dev/driver/driver/attributes"
-	"vaultcsi.dev/driver/driver/state"
+	"vaultcsi.dev/driver/driver/refresh"
 	"vaultcsi.dev/driver/driver/tmpfs"
 	"vaultcsi.dev/driver/provider"
 )
@@ -284,53 +284,20 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 	}
 	defer done()
 	a.vol.Request.Memory = mem // charged until the files are written
-	req := a.vol.Request
-	// The token is on record before anything is read or mounted, so a crash
-	// at any later point leaves a record that names it.
-	req.OnLogin = func(s *provider.Session) error {
-		return d.store.Put(&state.Volume{Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod,
-			Role: a.vol.Request.Role, RequestHash: a.hash, Session: s, RotationPeriod: a.vol.RotationPeriod, Pending: true})
-	}
-	res, err := d.fetcher.Fetch(ctx, &req)
-	if res != nil {
-		op.Requests, op.LoggedIn = res.VaultRequests, res.LoggedIn
-		after.revoke(res.Orphan, revokeFailedPublish, w)
-	}
+	// The shared fetch, render, write, record path, on a new mount. The
+	// token is on record (pending) before anything is read or mounted, so a
+	// crash at any later point leaves a record that names it.
+	t := &volumeTarget{d: d, after: after, a: a, first: true}
+	rec := d.newRecord(a)
+	res, err := d.executor(t, a).Run(ctx, refresh.Publish(), rec)
+	op.Requests, op.LoggedIn, op.Secrets = res.Requests, res.LoggedIn, res.Fetched
 	if err != nil {
+		t.undo()
 		d.abandonPending(after, a.target, w)
-		return fail(err)
-	}
-	op.Requests, op.LoggedIn, op.Secrets = res.VaultRequests, res.LoggedIn, res.Secrets
-	release := func() {
-		after.revoke(res.Session, revokeFailedPublish, w)
-		d.abandonPending(after, a.target, w)
-	}
-	files, err := d.files(res.Files, a.gid)
-	if err != nil {
-		release()
-		return fail(err)
-	}
-	created, err := d.mountAndWrite(a, files)
-	if err != nil {
-		d.cleanupTarget(a.dir, created)
-		release()
-		return fail(err)
-	}
-	now := time.Now()
-	rec := &state.Volume{
-		Target: a.target, VolumeID: a.volID, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role,
-		RequestHash: a.hash, FetchedAt: now, Secrets: res.Secrets, Session: res.Session,
-		RotationPeriod: a.vol.RotationPeriod,
-		// Up to a tenth of the period, so pods started together spread out.
-		Jitter: time.Duration(d.rand() * float64(a.vol.RotationPeriod) / 10),
-	}
-	if err := d.store.Put(rec); err != nil {
-		d.cleanupTarget(a.dir, created)
-		release()
 		return fail(err)
 	}
 	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
-	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(res.Secrets)
+	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(rec.Secrets)
 	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
 }

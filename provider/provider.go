@@ -234,13 +234,14 @@ func (s *Session) Usable(now time.Time) bool {
 	if s.ExpiresAt.IsZero() {
 		return true
 	}
-	margin := 10 * time.Second
+	// Usable until the renewal point, and never in the last 10s.
+	until := s.ExpiresAt.Add(-10 * time.Second)
 	if !s.IssuedAt.IsZero() {
-		if third := s.ExpiresAt.Sub(s.IssuedAt) / 3; third > margin {
-			margin = third
+		if due := RenewDue(s.IssuedAt, s.ExpiresAt.Sub(s.IssuedAt)); due.Before(until) {
+			until = due
 		}
 	}
-	return now.Add(margin).Before(s.ExpiresAt)
+	return now.Before(until)
 }
 
 func (k *call) login(ctx context.Context, req *Request) (*Session, error) {

@@ -7,6 +7,16 @@ import (
 	"time"
 )
 
+// RenewDue is when something issued at start for life is due for renewal:
+// two thirds through its life. It is the one place for that rule (the
+// refresh planner and Session.Usable use it). It never overflows: a
+// certificate valid until 9999 has a life that saturates time.Duration,
+// and doubling it wrapped to a negative due time; time.Time.Add saturates,
+// so a huge life means "far future".
+func RenewDue(start time.Time, life time.Duration) time.Time {
+	return start.Add(life - life/3)
+}
+
 // ErrCapped means Vault renewed for less than asked: the lease or token is
 // near its max TTL and must be replaced, not renewed again.
 var ErrCapped = errors.New("renewal capped by max TTL")

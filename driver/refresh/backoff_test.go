@@ -1,4 +1,4 @@
-package driver
+package refresh
 
 import (
 	"testing"
@@ -43,7 +43,7 @@ func TestDueReason(t *testing.T) {
 		rec  *state.Volume
 		hash string
 		now  time.Time
-		want string
+		want Reason
 	}{
 		{"no record", nil, hash, t0, "no-state"},
 		{"request changed", rec(nil), "h2", t0.Add(time.Second), "request-changed"},
@@ -124,8 +124,8 @@ func TestBackoff(t *testing.T) {
 		{1000, 5 * time.Minute}, // no overflow
 	}
 	for _, tt := range tests {
-		if got := backoff(tt.n, 0.5); got != tt.want {
-			t.Errorf("backoff(%d, 0.5) = %v, want %v", tt.n, got, tt.want)
+		if got := Backoff(tt.n, 0.5); got != tt.want {
+			t.Errorf("Backoff(%d, 0.5) = %v, want %v", tt.n, got, tt.want)
 		}
 	}
 }
@@ -133,21 +133,21 @@ func TestBackoff(t *testing.T) {
 func TestBackoffJitter(t *testing.T) {
 	rs := []float64{0, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999999999}
 	for n := 1; n <= 12; n++ {
-		mid := backoff(n, 0.5)
+		mid := Backoff(n, 0.5)
 		lo, hi := mid*8/10, mid*12/10
 		for _, r := range rs {
-			if got := backoff(n, r); got < lo || got >= hi {
-				t.Errorf("backoff(%d, %g) = %v, want in [%v, %v)", n, r, got, lo, hi)
+			if got := Backoff(n, r); got < lo || got >= hi {
+				t.Errorf("Backoff(%d, %g) = %v, want in [%v, %v)", n, r, got, lo, hi)
 			}
 		}
 		// The ends of the range are reached: the jitter is really ±20%.
-		if got := backoff(n, 0); got != lo {
-			t.Errorf("backoff(%d, 0) = %v, want %v", n, got, lo)
+		if got := Backoff(n, 0); got != lo {
+			t.Errorf("Backoff(%d, 0) = %v, want %v", n, got, lo)
 		}
 		// Larger r never waits less.
 		for i := 1; i < len(rs); i++ {
-			if backoff(n, rs[i]) < backoff(n, rs[i-1]) {
-				t.Errorf("backoff(%d, r) decreases between r=%g and r=%g", n, rs[i-1], rs[i])
+			if Backoff(n, rs[i]) < Backoff(n, rs[i-1]) {
+				t.Errorf("Backoff(%d, r) decreases between r=%g and r=%g", n, rs[i-1], rs[i])
 			}
 		}
 	}
@@ -155,6 +155,6 @@ func TestBackoffJitter(t *testing.T) {
 
 // dueReason is the planner's verdict alone: why a mounted volume needs
 // Vault now, or "" when not.
-func dueReason(rec *state.Volume, hash string, now time.Time) string {
-	return planRefresh(rec, hash, now).reason
+func dueReason(rec *state.Volume, hash string, now time.Time) Reason {
+	return For(rec, hash, now).Reason
 }

@@ -1,4 +1,4 @@
-package driver
+package refresh
 
 import (
 	"reflect"
@@ -34,7 +34,7 @@ func TestPlanRefresh(t *testing.T) {
 	tests := []struct {
 		name       string
 		rec        *state.Volume
-		reason     string
+		reason     Reason
 		full       bool
 		fetch      []string
 		renew      []int
@@ -76,16 +76,16 @@ func TestPlanRefresh(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := planRefresh(tt.rec, "h", now)
+			p := For(tt.rec, "h", now)
 			var fetch []string
-			for path := range p.fetch {
+			for path := range p.Fetch {
 				fetch = append(fetch, path)
 			}
 			sort.Strings(fetch)
-			if p.reason != tt.reason || p.full != tt.full || p.renewToken != tt.renewToken ||
-				!reflect.DeepEqual(fetch, tt.fetch) || !reflect.DeepEqual(p.renew, tt.renew) {
+			if p.Reason != tt.reason || p.Full != tt.full || p.RenewToken != tt.renewToken ||
+				!reflect.DeepEqual(fetch, tt.fetch) || !reflect.DeepEqual(p.Renew, tt.renew) {
 				t.Errorf("plan = {reason %q full %v fetch %v renew %v renewToken %v}, want {%q %v %v %v %v}",
-					p.reason, p.full, fetch, p.renew, p.renewToken, tt.reason, tt.full, tt.fetch, tt.renew, tt.renewToken)
+					p.Reason, p.Full, fetch, p.Renew, p.RenewToken, tt.reason, tt.full, tt.fetch, tt.renew, tt.renewToken)
 			}
 		})
 	}
@@ -93,7 +93,7 @@ func TestPlanRefresh(t *testing.T) {
 
 const maxDuration = time.Duration(1<<63 - 1)
 
-// addSat and twoThirds never wrap: a positive duration never moves a time
+// addSat and provider.RenewDue never wrap: a positive duration never moves a time
 // into the past, however large.
 func TestSaturatingDueTime(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -126,15 +126,23 @@ func TestSaturatingDueTime(t *testing.T) {
 		}
 	}
 	for _, d := range []time.Duration{0, 3, time.Hour, 90 * time.Minute, maxDuration, maxDuration - 1, maxDuration / 2} {
-		got := twoThirds(d)
+		got := renewIn(d)
 		if got < 0 || got > d {
-			t.Errorf("twoThirds(%d) = %d, outside [0, d]", d, got)
+			t.Errorf("RenewDue(%d) = %d, outside [0, d]", d, got)
 		}
 		if d < 1<<40 && got != d*2/3 && got != d*2/3+1 {
-			t.Errorf("twoThirds(%v) = %v, want %v", d, got, d*2/3)
+			t.Errorf("RenewDue(%v) = %v, want %v", d, got, d*2/3)
 		}
 	}
-	if got := twoThirds(time.Hour); got != 40*time.Minute {
-		t.Errorf("twoThirds(1h) = %v, want 40m", got)
+	if got := renewIn(time.Hour); got != 40*time.Minute {
+		// The one renewal rule: two thirds of the life.
+		t.Errorf("RenewDue(1h) = %v, want 40m", got)
 	}
+}
+
+// renewIn is how long after its start something living d is due for
+// renewal, by the provider's one rule.
+func renewIn(d time.Duration) time.Duration {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	return provider.RenewDue(t0, d).Sub(t0)
 }
