@@ -119,7 +119,7 @@ func (t *volumeTarget) Login(s *provider.Session) error {
 }
 
 func (t *volumeTarget) Render(files []provider.File) ([]atomicwriter.File, error) {
-	return t.d.files(files, t.a.gid)
+	return t.d.files(files)
 }
 
 func (t *volumeTarget) Write(files []atomicwriter.File) (bool, error) {

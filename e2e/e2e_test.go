@@ -267,7 +267,7 @@ func newSuite(t *testing.T) *suite {
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},
 			"revoke": {s.appNS, "revoke"}, "restart": {s.appNS, "restart"}, "outage": {s.appNS, "outage"},
 			"upgrade": {s.appNS, "upgrade"},
-			"bulk": {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
+			"bulk":    {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
 			// The chart's `helm test` pod mounts a Vault volume as this account.
 			"helmtest": {releaseNS, release + "-vault-csi-driver-test"},
 		},

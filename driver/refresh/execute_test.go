@@ -368,7 +368,7 @@ func TestExecute(t *testing.T) {
 			switch {
 			case tt.err == nil && err != nil:
 				t.Fatalf("Run: %v", err)
-			case tt.err == errAny && err == nil, tt.err != nil && tt.err != errAny && !errors.Is(err, tt.err):
+			case errors.Is(tt.err, errAny) && err == nil, tt.err != nil && !errors.Is(tt.err, errAny) && !errors.Is(err, tt.err):
 				t.Fatalf("Run: %v, want %v", err, tt.err)
 			}
 			if !reflect.DeepEqual(f.log, tt.log) {
