@@ -260,7 +260,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 		`path "pki/issue/web" { capabilities = ["create", "update"] }`)
 	v.Role(t, "obs", "shop", "payment", "obs")
 	d := startObservedDriver(t, v, "--policy-file="+writePolicyFile(t, obsPolicy))
-	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-obs-5c8d", UID: "0b5e1c55-0b50-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
+	pod := vaulttest.Pod{Namespace: "shop", PodName: "payment-obs-5c8d", PodUID: "0b5e1c55-0b50-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
 	targetA, targetB, targetC := newTarget(t), newTarget(t), newTarget(t)
 	volA := volume{target: targetA, pod: pod, role: "obs", secrets: obsSecrets}
 
@@ -384,7 +384,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 			if ts, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || time.Since(ts) > time.Minute {
 				t.Errorf("time %q: %v", l.Time, err)
 			}
-			if l.Node != "node-1" || l.Namespace != "shop" || l.Pod != pod.Name || l.PodUID != pod.UID ||
+			if l.Node != "node-1" || l.Namespace != "shop" || l.Pod != pod.PodName || l.PodUID != pod.PodUID ||
 				l.ServiceAccount != "payment" || l.Role != "obs" {
 				t.Errorf("identity fields: %+v", l)
 			}
@@ -507,7 +507,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 		}
 		// Cardinality and privacy: no pod, namespace, uid, path or target
 		// is a label value or appears anywhere in the exposition.
-		for _, bad := range []string{pod.Name, pod.UID, `"shop"`, "secret/data", "pki/issue", targetA, "payment", obsSecret} {
+		for _, bad := range []string{pod.PodName, pod.PodUID, `"shop"`, "secret/data", "pki/issue", targetA, "payment", obsSecret} {
 			if strings.Contains(final.raw, bad) {
 				t.Errorf("exposition contains %q", bad)
 			}
@@ -633,7 +633,7 @@ func testPodEvents(t *testing.T, c *kubeCluster) {
 		if e.Source.Component != "vault-csi-driver" || e.Source.Host != "node-1" {
 			t.Errorf("%s: source %+v", e.Reason, e.Source)
 		}
-		if e.InvolvedObject.Kind != "Pod" || string(e.InvolvedObject.UID) != pod.UID || e.InvolvedObject.Name != pod.Name {
+		if e.InvolvedObject.Kind != "Pod" || string(e.InvolvedObject.UID) != pod.PodUID || e.InvolvedObject.Name != pod.PodName {
 			t.Errorf("%s: involved object %+v", e.Reason, e.InvolvedObject)
 		}
 		for _, sec := range []string{eventsSecret, "eyJ", "hvs."} {

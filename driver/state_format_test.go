@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"vaultcsi.dev/driver/driver/state"
-	"vaultcsi.dev/driver/provider"
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
@@ -218,7 +217,7 @@ path "secret/data/db" { capabilities = ["read"] }
 			if time.Since(rec.FetchedAt) > time.Minute || rec.Session == nil || rec.Session.Token != vals[phToken] {
 				t.Errorf("refresh did not record a fetch with the recorded token: fetched %s ago", time.Since(rec.FetchedAt))
 			}
-			if want := (provider.Identity{Namespace: shopPod.Namespace, PodName: shopPod.Name, PodUID: shopPod.UID, ServiceAccount: shopPod.ServiceAccount}); rec.Pod != want {
+			if want := shopPod; rec.Pod != want {
 				t.Errorf("pod read from the record = %+v, want %+v", rec.Pod, want)
 			}
 			if b, _ := os.ReadFile(st.Path(target)); !strings.Contains(string(b), `"schema":2`) {
