@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	dto "github.com/prometheus/client_model/go"
@@ -274,9 +275,9 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	var secrets []string // everything that must never be printed
 	var leaseIDs [][]string
 	before := d.scrape(t).vaultRequests()
-	did := func(action string) promSnapshot {
+	did := func(action ops.Action) promSnapshot {
 		s := d.scrape(t)
-		steps = append(steps, step{action, s.vaultRequests() - before})
+		steps = append(steps, step{string(action), s.vaultRequests() - before})
 		before = s.vaultRequests()
 		return s
 	}
@@ -308,7 +309,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if _, err := d.node.NodePublishVolume(ctxT(t), reqA); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	s := did(audit.ActionPublish)
+	s := did(ops.ActionPublish)
 	if got := s.value("vault_csi_volumes_mounted", nil); got != 1 {
 		t.Errorf("volumes_mounted after publish = %v, want 1", got)
 	}
@@ -325,7 +326,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(v, volA)); err != nil {
 		t.Fatalf("refresh: %v", err)
 	}
-	did(audit.ActionRefresh)
+	did(ops.ActionRefresh)
 	remember()
 	// A republish that is not due touches no secret: no audit line.
 	if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(v, volA)); err != nil {
@@ -344,7 +345,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("deny: %v", err)
 	}
-	did(audit.ActionDeny)
+	did(ops.ActionDeny)
 	assertNothingMounted(t, targetB)
 
 	// 4. fail: allowed by the policy, the path does not exist in Vault.
@@ -353,12 +354,12 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("fail: %v", err)
 	}
-	did(audit.ActionFail)
+	did(ops.ActionFail)
 	assertNothingMounted(t, targetC)
 
 	// 5. unpublish: token (and with it the lease) revoked.
 	unpublish(t, d.driverProc, targetA)
-	final := did(audit.ActionRevoke)
+	final := did(ops.ActionRevoke)
 
 	logs := d.logs.String()
 	lines := auditLines(t, logs)
