@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,15 +20,15 @@ var update = flag.Bool("update", false, "rewrite the current-schema fixtures in 
 // can substitute live ones (the driver's TestStateFormatsRefreshAndRevoke
 // puts real Vault tokens and leases in).
 const (
-	PhToken            = "{{TOKEN}}"
-	PhAccessor         = "{{ACCESSOR}}"
-	PhIncomingToken    = "{{INCOMING_TOKEN}}"
-	PhIncomingAccessor = "{{INCOMING_ACCESSOR}}"
-	PhTarget           = "{{TARGET}}"
-	PhDBLease          = "{{DB_LEASE}}"
-	PhFetchedAt        = "{{FETCHED_AT}}"
-	PhTokenIssuedAt    = "{{TOKEN_ISSUED_AT}}"
-	PhTokenExpiresAt   = "{{TOKEN_EXPIRES_AT}}"
+	phToken            = "{{TOKEN}}"
+	phAccessor         = "{{ACCESSOR}}"
+	phIncomingToken    = "{{INCOMING_TOKEN}}"
+	phIncomingAccessor = "{{INCOMING_ACCESSOR}}"
+	phTarget           = "{{TARGET}}"
+	phDBLease          = "{{DB_LEASE}}"
+	phFetchedAt        = "{{FETCHED_AT}}"
+	phTokenIssuedAt    = "{{TOKEN_ISSUED_AT}}"
+	phTokenExpiresAt   = "{{TOKEN_EXPIRES_AT}}"
 )
 
 // fixtureKinds are the records the driver writes, one fixture per schema.
@@ -43,19 +44,19 @@ func fixture(t *testing.T, kind string, schema int) string {
 }
 
 func fixtureName(kind string, schema int) string {
-	return kind + "-v" + string(rune('0'+schema)) + ".json"
+	return kind + "-v" + strconv.Itoa(schema) + ".json"
 }
 
 // dummy values, each unique so that a record can be turned back into a
 // template.
 func dummies() map[string]string {
 	return map[string]string{
-		PhToken: "hvs.dummy-token", PhAccessor: "dummy-accessor",
-		PhIncomingToken: "hvs.dummy-incoming", PhIncomingAccessor: "dummy-incoming-accessor",
-		PhTarget:        "/var/lib/kubelet/pods/7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001/volumes/kubernetes.io~csi/secrets/mount",
-		PhDBLease:       "database/creds/app/dummyLease",
-		PhFetchedAt:     "2026-11-29T22:40:00.123456789Z",
-		PhTokenIssuedAt: "2026-11-29T22:39:59.5Z", PhTokenExpiresAt: "2026-11-29T23:39:59.5Z",
+		phToken: "hvs.dummy-token", phAccessor: "dummy-accessor",
+		phIncomingToken: "hvs.dummy-incoming", phIncomingAccessor: "dummy-incoming-accessor",
+		phTarget:        "/var/lib/kubelet/pods/7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001/volumes/kubernetes.io~csi/secrets/mount",
+		phDBLease:       "database/creds/app/dummyLease",
+		phFetchedAt:     "2026-11-29T22:40:00.123456789Z",
+		phTokenIssuedAt: "2026-11-29T22:39:59.5Z", phTokenExpiresAt: "2026-11-29T23:39:59.5Z",
 	}
 }
 
@@ -89,25 +90,25 @@ func mustTime(t *testing.T, s string) time.Time {
 // newest fixture (so a format change without a new fixture fails here).
 func TestRecordedFormats(t *testing.T) {
 	d := dummies()
-	fetched, issued, expires := mustTime(t, d[PhFetchedAt]), mustTime(t, d[PhTokenIssuedAt]), mustTime(t, d[PhTokenExpiresAt])
+	fetched, issued, expires := mustTime(t, d[phFetchedAt]), mustTime(t, d[phTokenIssuedAt]), mustTime(t, d[phTokenExpiresAt])
 	pod := provider.Identity{Namespace: "shop", PodName: "payment-7d9f", PodUID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", ServiceAccount: "payment"}
-	session := &provider.Session{Token: d[PhToken], Accessor: d[PhAccessor], Renewable: true, IssuedAt: issued, ExpiresAt: expires}
+	session := &provider.Session{Token: d[phToken], Accessor: d[phAccessor], Renewable: true, IssuedAt: issued, ExpiresAt: expires}
 	published := &Volume{
-		Target: d[PhTarget], VolumeID: "csi-7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", Pod: pod, Role: "dyn",
+		Target: d[phTarget], VolumeID: "csi-7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", Pod: pod, Role: "dyn",
 		RequestHash: "1c91cfd09b1a1ced", FetchedAt: fetched,
 		Secrets: []provider.SecretInfo{
-			{Path: "database/creds/app", LeaseID: d[PhDBLease], LeaseDuration: time.Hour, Renewable: true, IssuedTTL: time.Hour, FetchedAt: fetched},
+			{Path: "database/creds/app", LeaseID: d[phDBLease], LeaseDuration: time.Hour, Renewable: true, IssuedTTL: time.Hour, FetchedAt: fetched},
 			{Path: "pki/issue/web", LeaseDuration: 3599 * time.Second, IssuedTTL: 3599 * time.Second, FetchedAt: fetched},
 			{Path: "secret/data/db", Version: 1, FetchedAt: fetched},
 		},
 		Session: session, RotationPeriod: 10 * time.Second, Jitter: 70233653,
 	}
 	incoming := clone(published)
-	incoming.Incoming = &provider.Session{Token: d[PhIncomingToken], Accessor: d[PhIncomingAccessor], Renewable: true, IssuedAt: issued, ExpiresAt: expires}
+	incoming.Incoming = &provider.Session{Token: d[phIncomingToken], Accessor: d[phIncomingAccessor], Renewable: true, IssuedAt: issued, ExpiresAt: expires}
 	pending := &Volume{Target: published.Target, VolumeID: published.VolumeID, Pod: pod, Role: "dyn",
 		RequestHash: published.RequestHash, Session: session, RotationPeriod: 10 * time.Second, Pending: true}
 	wantVolume := map[string]*Volume{"volume": published, "volume-incoming": incoming, "pending": pending}
-	wantRevocation := Revocation{Token: d[PhToken], Accessor: d[PhAccessor], ExpiresAt: expires, Target: d[PhTarget],
+	wantRevocation := Revocation{Token: d[phToken], Accessor: d[phAccessor], ExpiresAt: expires, Target: d[phTarget],
 		PodNamespace: pod.Namespace, PodName: pod.PodName, PodUID: pod.PodUID, ServiceAccount: pod.ServiceAccount,
 		Reason: "unpublish", Added: fetched, Attempts: 2, NextAttempt: fetched, LastError: "vault unavailable"}
 
