@@ -23,6 +23,10 @@ import (
 //   - 2: every field named explicitly below.
 //
 // Durations are integer nanoseconds in both, times RFC 3339.
+//
+// Every schema 2 name equals its schema 1 name but for case, and
+// encoding/json matches names case-insensitively: a driver of schema 1
+// (rolled back to) reads a schema 2 record whole (TestRollbackReadsSchema2).
 const (
 	schemaV1 = 1
 	schemaV2 = 2
@@ -53,8 +57,8 @@ type record struct {
 
 type podRecord struct {
 	Namespace      string `json:"namespace"`
-	Name           string `json:"name"`
-	UID            string `json:"uid"`
+	Name           string `json:"podName"`
+	UID            string `json:"podUID"`
 	ServiceAccount string `json:"serviceAccount"`
 }
 
