@@ -37,7 +37,7 @@ func TestIdentityBoundToToken(t *testing.T) {
 	d := startObservedDriver(t, vaultSrv, "--policy-file="+writePolicyFile(t, bindingPolicy))
 	// Same namespace and service account as shopPod, so Vault's role would
 	// let it log in: only the access policy (by pod name) keeps it out.
-	attacker := vaulttest.Pod{Namespace: "shop", Name: "attacker-1", UID: vaulttest.PodUID("shop/attacker-1"), ServiceAccount: "payment"}
+	attacker := vaulttest.Pod{Namespace: "shop", PodName: "attacker-1", PodUID: vaulttest.PodUID("shop/attacker-1"), ServiceAccount: "payment"}
 	tokens := func(p vaulttest.Pod, aud string) string {
 		return vaulttest.TokensJSON("vault", vaultSrv.TokenFor(p, aud, time.Hour), time.Now().Add(time.Hour))
 	}
@@ -62,7 +62,7 @@ func TestIdentityBoundToToken(t *testing.T) {
 	}{
 		{"pod name of another pod", shopPod, tokens(attacker, "vault"), false, attributes.KeyPodName},
 		{"token in request secrets (1.35+)", shopPod, tokens(attacker, "vault"), true, attributes.KeyPodName},
-		{"pod uid of another pod", func() vaulttest.Pod { p := attacker; p.UID = shopPod.UID; return p }(), tokens(attacker, "vault"), false, attributes.KeyPodUID},
+		{"pod uid of another pod", func() vaulttest.Pod { p := attacker; p.PodUID = shopPod.PodUID; return p }(), tokens(attacker, "vault"), false, attributes.KeyPodUID},
 		{"namespace", otherNS, tokens(shopPod, "vault"), false, attributes.KeyPodNamespace},
 		{"service account", otherSA, tokens(shopPod, "vault"), false, attributes.KeyServiceAccount},
 		{"token for another audience", shopPod, tokens(shopPod, "api"), false, attributes.KeyTokens},
@@ -106,7 +106,7 @@ func TestPodUIDMustBeUUID(t *testing.T) {
 	d := startDriver(t)
 	for _, uid := range []string{"..", "uid-1", "../../etc"} {
 		p := shopPod
-		p.UID = uid
+		p.PodUID = uid
 		target := newTarget(t)
 		_, err := d.node.NodePublishVolume(ctxT(t), volume{target: target, pod: p, secrets: threeSecrets}.request())
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), attributes.KeyPodUID) {

@@ -24,6 +24,7 @@ import (
 
 	"vaultcsi.dev/driver/driver/attributes"
 	"vaultcsi.dev/driver/driver/connlimit"
+	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
@@ -47,8 +48,8 @@ type Observer interface {
 
 // Op describes one finished volume operation. It carries no secret value.
 type Op struct {
-	Kind     string // publish, republish, refresh, unpublish, deny, reject
-	Outcome  string // ok, unchanged, skipped, failed, kept-old
+	Kind     ops.Kind
+	Outcome  ops.Outcome
 	Code     string // gRPC code name for failures
 	Err      error
 	Target   string
@@ -57,12 +58,12 @@ type Op struct {
 	Paths    []string
 	Secrets  []provider.SecretInfo
 	Latency  time.Duration
-	Requests int    // Vault requests made
-	LoggedIn bool   // a new Vault login (false: token reused)
-	Changed  bool   // files were rewritten
-	Rule     string // the access-policy rule that decided ("" when none)
-	Decision string // the access policy's answer (DecisionAllow, DecisionDeny); "" when it was not asked
-	Reason   string // why a refresh ran (period, lease, token, ...)
+	Requests int          // Vault requests made
+	LoggedIn bool         // a new Vault login (false: token reused)
+	Changed  bool         // files were rewritten
+	Rule     string       // the access-policy rule that decided ("" when none)
+	Decision ops.Decision // the access policy's answer; "" when it was not asked
+	Reason   string       // why a refresh ran (period, lease, token, ...)
 	// MountedDelta and LeasesDelta move the mounted-volume and held-lease gauges.
 	MountedDelta, LeasesDelta int
 }

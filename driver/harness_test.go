@@ -74,7 +74,7 @@ const (
 	otherValue  = "other-team-value-443"
 )
 
-var shopPod = vaulttest.Pod{Namespace: "shop", Name: "payment-7d9f", UID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", ServiceAccount: "payment"}
+var shopPod = vaulttest.Pod{Namespace: "shop", PodName: "payment-7d9f", PodUID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e0001", ServiceAccount: "payment"}
 
 func configureVault(v *vaulttest.Server) error {
 	c := v.Root
@@ -251,7 +251,7 @@ func requestFor(srv *vaulttest.Server, v volume) *csi.NodePublishVolumeRequest {
 		role = "payments"
 	}
 	req := csitest.Publish{
-		VolumeID: "csi-" + v.pod.UID, Target: v.target, Pod: v.pod,
+		VolumeID: "csi-" + v.pod.PodUID, Target: v.target, Pod: v.pod,
 		Attributes:     map[string]string{"role": role, "secrets": v.secrets},
 		Tokens:         vaulttest.TokensJSON("vault", srv.Token(v.pod, time.Hour), time.Now().Add(time.Hour)),
 		TokenInSecrets: v.inSecrets, MountGroup: v.gid,

@@ -67,14 +67,14 @@ func (c *kubeCluster) createPod(t *testing.T, namespace, name, serviceAccount st
 	if err != nil {
 		t.Fatalf("create pod %s/%s: %v", namespace, name, err)
 	}
-	return vaulttest.Pod{Namespace: namespace, Name: name, UID: string(got.UID), ServiceAccount: serviceAccount}
+	return vaulttest.Pod{Namespace: namespace, PodName: name, PodUID: string(got.UID), ServiceAccount: serviceAccount}
 }
 
 // podEvents lists the Events whose involved object is the pod.
 func (c *kubeCluster) podEvents(t *testing.T, p vaulttest.Pod) []corev1.Event {
 	t.Helper()
 	list, err := c.cs.CoreV1().Events(p.Namespace).List(ctxT(t), metav1.ListOptions{
-		FieldSelector: fmt.Sprintf("involvedObject.kind=Pod,involvedObject.name=%s,involvedObject.uid=%s", p.Name, p.UID),
+		FieldSelector: fmt.Sprintf("involvedObject.kind=Pod,involvedObject.name=%s,involvedObject.uid=%s", p.PodName, p.PodUID),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 
 	"vaultcsi.dev/driver/driver/atomicwriter"
 	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/driver/refresh"
 	"vaultcsi.dev/driver/driver/tmpfs"
 	"vaultcsi.dev/driver/provider"
@@ -255,11 +256,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 }
 
 func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishArgs, start time.Time) (*csi.NodePublishVolumeResponse, error) {
-	op := Op{Kind: "publish", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
+	op := Op{Kind: ops.Publish, Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
 	w := who{a.target, a.vol.Request.Pod}
 	fail := func(err error) (*csi.NodePublishVolumeResponse, error) {
 		err = toStatus(err)
-		op.Outcome, op.Code, op.Err, op.Latency = "failed", status.Code(err).String(), err, time.Since(start)
+		op.Outcome, op.Code, op.Err, op.Latency = ops.Failed, status.Code(err).String(), err, time.Since(start)
 		after.observe(op)
 		return nil, err
 	}
@@ -276,8 +277,8 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		}
 	}
 	if err := d.decide(ctx, a, &op); err != nil {
-		if op.Decision == DecisionDeny {
-			op.Kind = "deny"
+		if op.Decision == ops.DecisionDeny {
+			op.Kind = ops.Deny
 		}
 		return fail(err)
 	}
@@ -299,7 +300,7 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		d.abandonPending(after, a.target, w)
 		return fail(err)
 	}
-	op.Outcome, op.Changed, op.Latency = "ok", true, time.Since(start)
+	op.Outcome, op.Changed, op.Latency = ops.OK, true, time.Since(start)
 	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(rec.Secrets)
 	after.observe(op)
 	return &csi.NodePublishVolumeResponse{}, nil
@@ -453,7 +454,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err != nil {
 		klog.ErrorS(err, "volume state unreadable; unmounting without revocation", "target", target)
 	}
-	op := Op{Kind: "unpublish", Target: target, Outcome: "ok"}
+	op := Op{Kind: ops.Unpublish, Target: target, Outcome: ops.OK}
 	if rec != nil {
 		op.Pod, op.Role, op.Secrets = rec.Pod, rec.Role, rec.Secrets
 		// Revoked once the target is unlocked; a token Vault does not take

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	dto "github.com/prometheus/client_model/go"
@@ -260,7 +261,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 		`path "pki/issue/web" { capabilities = ["create", "update"] }`)
 	v.Role(t, "obs", "shop", "payment", "obs")
 	d := startObservedDriver(t, v, "--policy-file="+writePolicyFile(t, obsPolicy))
-	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-obs-5c8d", UID: "0b5e1c55-0b50-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
+	pod := vaulttest.Pod{Namespace: "shop", PodName: "payment-obs-5c8d", PodUID: "0b5e1c55-0b50-4b7e-8f0a-000000000042", ServiceAccount: "payment"}
 	targetA, targetB, targetC := newTarget(t), newTarget(t), newTarget(t)
 	volA := volume{target: targetA, pod: pod, role: "obs", secrets: obsSecrets}
 
@@ -274,9 +275,9 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	var secrets []string // everything that must never be printed
 	var leaseIDs [][]string
 	before := d.scrape(t).vaultRequests()
-	did := func(action string) promSnapshot {
+	did := func(action ops.Action) promSnapshot {
 		s := d.scrape(t)
-		steps = append(steps, step{action, s.vaultRequests() - before})
+		steps = append(steps, step{string(action), s.vaultRequests() - before})
 		before = s.vaultRequests()
 		return s
 	}
@@ -308,7 +309,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if _, err := d.node.NodePublishVolume(ctxT(t), reqA); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	s := did(audit.ActionPublish)
+	s := did(ops.ActionPublish)
 	if got := s.value("vault_csi_volumes_mounted", nil); got != 1 {
 		t.Errorf("volumes_mounted after publish = %v, want 1", got)
 	}
@@ -325,7 +326,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(v, volA)); err != nil {
 		t.Fatalf("refresh: %v", err)
 	}
-	did(audit.ActionRefresh)
+	did(ops.ActionRefresh)
 	remember()
 	// A republish that is not due touches no secret: no audit line.
 	if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(v, volA)); err != nil {
@@ -344,7 +345,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("deny: %v", err)
 	}
-	did(audit.ActionDeny)
+	did(ops.ActionDeny)
 	assertNothingMounted(t, targetB)
 
 	// 4. fail: allowed by the policy, the path does not exist in Vault.
@@ -353,12 +354,12 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("fail: %v", err)
 	}
-	did(audit.ActionFail)
+	did(ops.ActionFail)
 	assertNothingMounted(t, targetC)
 
 	// 5. unpublish: token (and with it the lease) revoked.
 	unpublish(t, d.driverProc, targetA)
-	final := did(audit.ActionRevoke)
+	final := did(ops.ActionRevoke)
 
 	logs := d.logs.String()
 	lines := auditLines(t, logs)
@@ -384,7 +385,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 			if ts, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || time.Since(ts) > time.Minute {
 				t.Errorf("time %q: %v", l.Time, err)
 			}
-			if l.Node != "node-1" || l.Namespace != "shop" || l.Pod != pod.Name || l.PodUID != pod.UID ||
+			if l.Node != "node-1" || l.Namespace != "shop" || l.Pod != pod.PodName || l.PodUID != pod.PodUID ||
 				l.ServiceAccount != "payment" || l.Role != "obs" {
 				t.Errorf("identity fields: %+v", l)
 			}
@@ -507,7 +508,7 @@ func TestAuditTrailAndMetrics(t *testing.T) {
 		}
 		// Cardinality and privacy: no pod, namespace, uid, path or target
 		// is a label value or appears anywhere in the exposition.
-		for _, bad := range []string{pod.Name, pod.UID, `"shop"`, "secret/data", "pki/issue", targetA, "payment", obsSecret} {
+		for _, bad := range []string{pod.PodName, pod.PodUID, `"shop"`, "secret/data", "pki/issue", targetA, "payment", obsSecret} {
 			if strings.Contains(final.raw, bad) {
 				t.Errorf("exposition contains %q", bad)
 			}
@@ -633,7 +634,7 @@ func testPodEvents(t *testing.T, c *kubeCluster) {
 		if e.Source.Component != "vault-csi-driver" || e.Source.Host != "node-1" {
 			t.Errorf("%s: source %+v", e.Reason, e.Source)
 		}
-		if e.InvolvedObject.Kind != "Pod" || string(e.InvolvedObject.UID) != pod.UID || e.InvolvedObject.Name != pod.Name {
+		if e.InvolvedObject.Kind != "Pod" || string(e.InvolvedObject.UID) != pod.PodUID || e.InvolvedObject.Name != pod.PodName {
 			t.Errorf("%s: involved object %+v", e.Reason, e.InvolvedObject)
 		}
 		for _, sec := range []string{eventsSecret, "eyJ", "hvs."} {

@@ -43,7 +43,7 @@ rules:
 `
 
 func podAs(ns, name, sa string) vaulttest.Pod {
-	return vaulttest.Pod{Namespace: ns, Name: name, UID: vaulttest.PodUID(ns + "/" + name), ServiceAccount: sa}
+	return vaulttest.Pod{Namespace: ns, PodName: name, PodUID: vaulttest.PodUID(ns + "/" + name), ServiceAccount: sa}
 }
 
 // The access policy decides before any Vault call: each denial is
@@ -318,7 +318,7 @@ func testPolicyPodLabels(t *testing.T, c *kubeCluster) {
 	unpublish(t, d.driverProc, target)
 
 	forged := labeled
-	forged.UID = "6f1c2d3e-0000-4000-8000-00000000beef"
+	forged.PodUID = "6f1c2d3e-0000-4000-8000-00000000beef"
 	missing := podAs("shop", "payment-gone", "payment")
 	for _, tt := range []struct {
 		name string
@@ -344,7 +344,7 @@ func testPolicyPodLabels(t *testing.T, c *kubeCluster) {
 
 	// Labels are read on every publish: relabeling the pod changes the answer.
 	patch := []byte(`{"metadata":{"labels":{"app":"payment"}}}`)
-	if _, err := c.cs.CoreV1().Pods("shop").Patch(ctxT(t), other.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := c.cs.CoreV1().Pods("shop").Patch(ctxT(t), other.PodName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	target, err = publish(other)

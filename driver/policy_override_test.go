@@ -28,7 +28,7 @@ func TestPolicyOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = v.Root.Sys().DisableAuth(altMount) })
-	altPod := vaulttest.Pod{Namespace: "shop", Name: "payment-alt", UID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e00a1", ServiceAccount: "payment"}
+	altPod := vaulttest.Pod{Namespace: "shop", PodName: "payment-alt", PodUID: "7a1e1f0c-3c3e-4f4e-9a57-2b1b7a0e00a1", ServiceAccount: "payment"}
 	if _, err := v.Root.Logical().Write("auth/"+altMount+"/role/payments",
 		vaulttest.RoleBody("vault", altPod.Namespace, altPod.ServiceAccount, "payments")); err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ rules:
 	const oneSecret = "- file: p\n  path: secret/data/db\n  key: password\n"
 	publish := func(pod vaulttest.Pod, jwt string, extra map[string]string) (string, error) {
 		target := newTarget(t)
-		req := csitest.Publish{VolumeID: "csi-" + pod.UID, Target: target, Pod: pod,
+		req := csitest.Publish{VolumeID: "csi-" + pod.PodUID, Target: target, Pod: pod,
 			Attributes: map[string]string{"role": "payments", "secrets": oneSecret},
 			Tokens:     vaulttest.TokensJSON("vault", jwt, time.Now().Add(time.Hour))}.Request()
 		for k, val := range extra {

@@ -114,7 +114,7 @@ func TestPublishUnpublish(t *testing.T) {
 // field, and leaves nothing mounted or written at the target.
 func TestPublishRejects(t *testing.T) {
 	d := startDriver(t)
-	otherNS := vaulttest.Pod{Namespace: "elsewhere", Name: "p", UID: vaulttest.PodUID("elsewhere/p"), ServiceAccount: "payment"}
+	otherNS := vaulttest.Pod{Namespace: "elsewhere", PodName: "p", PodUID: vaulttest.PodUID("elsewhere/p"), ServiceAccount: "payment"}
 	one := func(path, key string) string {
 		return "- file: f\n  path: " + path + "\n  key: " + key + "\n"
 	}
@@ -203,7 +203,7 @@ func TestPublishRejects(t *testing.T) {
 func TestTargetPinnedToKubeletLayout(t *testing.T) {
 	kubelet := t.TempDir()
 	d := startDriver(t, "--kubelet-dir="+kubelet)
-	good := filepath.Join(kubelet, "pods", shopPod.UID, "volumes", "kubernetes.io~csi", "secrets", "mount")
+	good := filepath.Join(kubelet, "pods", shopPod.PodUID, "volumes", "kubernetes.io~csi", "secrets", "mount")
 	if err := os.MkdirAll(filepath.Dir(good), 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestTargetPinnedToKubeletLayout(t *testing.T) {
 	}{
 		{otherPod, codes.InvalidArgument},
 		{filepath.Join(t.TempDir(), "mount"), codes.InvalidArgument},
-		{filepath.Join(kubelet, "pods", shopPod.UID, "volumes", "kubernetes.io~csi", "secrets", "mount", "x", "mount"), codes.InvalidArgument},
+		{filepath.Join(kubelet, "pods", shopPod.PodUID, "volumes", "kubernetes.io~csi", "secrets", "mount", "x", "mount"), codes.InvalidArgument},
 		{good, codes.OK},
 	} {
 		req := volume{target: tt.target, pod: shopPod, secrets: threeSecrets}.request()

@@ -9,25 +9,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	"vaultcsi.dev/driver/driver/attributes"
+	"vaultcsi.dev/driver/driver/ops"
 )
 
-// KindReject is the Op of a publish refused before the access policy was
-// asked (bad attributes, a bad target, a target the driver does not own):
-// no Vault call was made, and the identity on it is only claimed.
-const KindReject = "reject"
-
-// Answers of the access policy for Op.Decision.
-const (
-	DecisionAllow = "allow"
-	DecisionDeny  = "deny"
-)
-
-// reject reports a publish refused before authorization, with the pod's
+// reject reports a publish refused before authorization (ops.Reject: bad
+// attributes, a bad target, a target the driver does not own; no Vault
+// call was made, and the identity on it is only claimed), with the pod's
 // identity as the volume context claims it (best effort: it may be what
 // failed validation), and returns err.
 func (d *Driver) reject(req *csi.NodePublishVolumeRequest, err error, start time.Time) error {
 	pod, role := attributes.Claimed(req.GetVolumeContext())
-	d.observer.Observe(Op{Kind: KindReject, Outcome: "failed", Code: status.Code(err).String(), Err: err,
+	d.observer.Observe(Op{Kind: ops.Reject, Outcome: ops.Failed, Code: status.Code(err).String(), Err: err,
 		Target: req.GetTargetPath(), Pod: pod, Role: role, Latency: time.Since(start)})
 	return err
 }
@@ -39,9 +31,9 @@ func (d *Driver) decide(ctx context.Context, a *publishArgs, op *Op) error {
 	op.Rule = dec.Rule
 	switch {
 	case err == nil:
-		op.Decision = DecisionAllow
+		op.Decision = ops.DecisionAllow
 	case status.Code(err) == codes.PermissionDenied:
-		op.Decision = DecisionDeny
+		op.Decision = ops.DecisionDeny
 	}
 	return err
 }

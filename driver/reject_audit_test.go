@@ -55,15 +55,15 @@ rules:
 		errField string
 	}{
 		{"missing role", volume{target: newTarget(t), pod: shopPod, secrets: oneSecret, extra: map[string]string{"role": "<delete>"}}.request(),
-			codes.InvalidArgument, shopPod.Name, "", "role"},
+			codes.InvalidArgument, shopPod.PodName, "", "role"},
 		{"bad file name", volume{target: newTarget(t), pod: shopPod, secrets: "- file: ../x\n  path: secret/data/db\n"}.request(),
-			codes.InvalidArgument, shopPod.Name, "payments", "secrets[0].file"},
+			codes.InvalidArgument, shopPod.PodName, "payments", "secrets[0].file"},
 		{"bad rotation period", volume{target: newTarget(t), pod: shopPod, secrets: oneSecret, extra: map[string]string{"rotationPeriod": "2562047h"}}.request(),
-			codes.InvalidArgument, shopPod.Name, "payments", "rotationPeriod"},
+			codes.InvalidArgument, shopPod.PodName, "payments", "rotationPeriod"},
 		{"relative target", volume{target: "relative/mount", pod: shopPod, secrets: oneSecret}.request(),
-			codes.InvalidArgument, shopPod.Name, "payments", "target_path"},
+			codes.InvalidArgument, shopPod.PodName, "payments", "target_path"},
 		{"a mount the driver did not make", volume{target: foreign, pod: shopPod, secrets: oneSecret}.request(),
-			codes.FailedPrecondition, shopPod.Name, "payments", "target_path"},
+			codes.FailedPrecondition, shopPod.PodName, "payments", "target_path"},
 		{"hostile pod name", volume{target: newTarget(t), pod: shopPod, secrets: oneSecret,
 			extra: map[string]string{"csi.storage.k8s.io/pod.name": long}}.request(),
 			codes.InvalidArgument, strings.Repeat("x", 253) + "...", "payments", "csi.storage.k8s.io/pod.name"},
@@ -133,7 +133,7 @@ rules:
 		if _, ok := raw[i]["decision"]; ok {
 			t.Errorf("%s: a reject carries a decision: %v", c.name, raw[i]["decision"])
 		}
-		if l.Pod != c.pod || l.Namespace != shopPod.Namespace || l.PodUID != shopPod.UID ||
+		if l.Pod != c.pod || l.Namespace != shopPod.Namespace || l.PodUID != shopPod.PodUID ||
 			l.ServiceAccount != shopPod.ServiceAccount || l.Role != c.role {
 			t.Errorf("%s: identity %s/%s uid %s sa %s role %q, want the claimed one", c.name, l.Namespace, l.Pod, l.PodUID, l.ServiceAccount, l.Role)
 		}

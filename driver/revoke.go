@@ -8,6 +8,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
 )
@@ -44,16 +45,9 @@ const (
 	revokeLateLogin     = "late-login"         // Vault answered a login after its caller left
 )
 
-// OpRevokeRetry is the Op kind of a background revocation attempt; its
-// Outcome is one of the revokeOutcome values.
-const OpRevokeRetry = "revoke-retry"
-
-// Outcomes of a background revocation attempt.
-const (
-	RevokeOutcomeOK      = "ok"      // revoked (or already gone)
-	RevokeOutcomeFailed  = "failed"  // retried later
-	RevokeOutcomeExpired = "expired" // dropped: the token has expired in Vault
-)
+// A background revocation attempt is an Op of kind ops.RevokeRetry with
+// outcome ops.OK (revoked, or already gone), ops.Failed (retried later) or
+// ops.Expired (dropped: the token has expired in Vault).
 
 // nextRevokeAttempt is when to try again after the failures-th failed
 // revocation at now: exponential backoff from revokeBackoffBase, capped at
@@ -188,13 +182,13 @@ func (q *revoker) attempt(e *revokeEntry, background bool) (int, error) {
 	return 1, err
 }
 
-func (q *revoker) settle(e *revokeEntry, err error) string {
+func (q *revoker) settle(e *revokeEntry, err error) ops.Outcome {
 	now := q.clock.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	e.busy = false
 	key := e.rec.Key()
-	outcome := RevokeOutcomeOK
+	outcome := ops.OK
 	if err != nil {
 		e.rec.Attempts++
 		e.rec.LastError = err.Error() // provider errors carry no token
@@ -205,9 +199,9 @@ func (q *revoker) settle(e *revokeEntry, err error) string {
 				klog.ErrorS(perr, "record a Vault token to revoke", "target", e.rec.Target)
 			}
 			q.wakeLocked()
-			return RevokeOutcomeFailed
+			return ops.Failed
 		}
-		outcome = RevokeOutcomeExpired
+		outcome = ops.Expired
 	}
 	delete(q.entries, key)
 	if derr := q.store.DeleteRevocation(key); derr != nil {
@@ -216,14 +210,14 @@ func (q *revoker) settle(e *revokeEntry, err error) string {
 	return outcome
 }
 
-func (q *revoker) report(r *state.Revocation, outcome string, err error) {
-	if outcome != RevokeOutcomeFailed || r.Attempts == 1 {
+func (q *revoker) report(r *state.Revocation, outcome ops.Outcome, err error) {
+	if outcome != ops.Failed || r.Attempts == 1 {
 		klog.InfoS("background revocation of a Vault token", "outcome", outcome, "failures", r.Attempts,
 			"target", r.Target, "pod", podRef(r.Pod()), "reason", r.Reason)
 	}
 	if q.observe != nil {
-		op := Op{Kind: OpRevokeRetry, Outcome: outcome, Err: err, Target: r.Target, Pod: r.Pod(), Reason: r.Reason}
-		if outcome != RevokeOutcomeExpired {
+		op := Op{Kind: ops.RevokeRetry, Outcome: outcome, Err: err, Target: r.Target, Pod: r.Pod(), Reason: r.Reason}
+		if outcome != ops.Expired {
 			op.Requests = 1 // an expired token is dropped without asking Vault
 		}
 		q.observe(op)
@@ -284,7 +278,7 @@ func (q *revoker) Run(ctx context.Context) {
 	for {
 		due, expired, wait := q.due()
 		for i := range expired {
-			q.report(&expired[i], RevokeOutcomeExpired, nil)
+			q.report(&expired[i], ops.Expired, nil)
 		}
 		var wg sync.WaitGroup
 		for _, e := range due {
@@ -362,7 +356,7 @@ func (a *afterLock) run() {
 		return
 	}
 	a.op.Requests += n
-	if a.op.Kind == "unpublish" && a.op.Err == nil {
+	if a.op.Kind == ops.Unpublish && a.op.Err == nil {
 		// An unpublish is about the revocation: its audit line says if it
 		// failed (it is retried in the background).
 		a.op.Err = firstErr

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -101,10 +102,10 @@ func TestRevokerRetries(t *testing.T) {
 	observe := func(op Op) {
 		mu.Lock()
 		defer mu.Unlock()
-		if op.Kind != OpRevokeRetry {
+		if op.Kind != ops.RevokeRetry {
 			t.Errorf("op kind %q", op.Kind)
 		}
-		outcomes = append(outcomes, op.Target+":"+op.Outcome)
+		outcomes = append(outcomes, op.Target+":"+string(op.Outcome))
 	}
 	q := newRevoker(store, v.release, fc, func() float64 { return 0.5 }, observe)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"vaultcsi.dev/driver/driver/atomicwriter"
+	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/driver/refresh"
 	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider"
@@ -30,10 +31,10 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 			}
 		}
 	}
-	op := Op{Kind: "refresh", Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
+	op := Op{Kind: ops.Refresh, Target: a.target, Pod: a.vol.Request.Pod, Role: a.vol.Request.Role, Paths: paths(a.vol)}
 	plan := refresh.For(rec, a.hash, now)
 	if !plan.Due() {
-		op.Kind, op.Outcome, op.Latency = "republish", "skipped", time.Since(start)
+		op.Kind, op.Outcome, op.Latency = ops.Republish, ops.Skipped, time.Since(start)
 		after.observe(op)
 		return &csi.NodePublishVolumeResponse{}
 	}
@@ -61,14 +62,14 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 		klog.ErrorS(err, "refresh failed; keeping the files already mounted", "target", a.target,
 			"pod", podRef(a.vol.Request.Pod), "reason", plan.Reason, "failures", rec.Failures,
 			"retryAfter", rec.NextAttempt.Sub(now).Round(time.Second))
-		op.Outcome, op.Code, op.Err, op.Latency = "kept-old", status.Code(err).String(), err, time.Since(start)
+		op.Outcome, op.Code, op.Err, op.Latency = ops.KeptOld, status.Code(err).String(), err, time.Since(start)
 		after.observe(op)
 		return &csi.NodePublishVolumeResponse{}
 	}
-	op.Outcome, op.Changed, op.Latency = "unchanged", res.Changed, time.Since(start)
+	op.Outcome, op.Changed, op.Latency = ops.Unchanged, res.Changed, time.Since(start)
 	op.LeasesDelta = leases(rec.Secrets) - heldBefore
 	if res.Changed {
-		op.Outcome = "ok"
+		op.Outcome = ops.OK
 	}
 	klog.V(2).InfoS("volume refreshed", "target", a.target, "pod", podRef(a.vol.Request.Pod),
 		"reason", plan.Reason, "changed", res.Changed, "vaultRequests", res.Requests)

@@ -200,12 +200,12 @@ func (f *fakeController) CreateVolume(_ context.Context, r *csi.CreateVolumeRequ
 		return nil, status.Error(codes.InvalidArgument, "name required")
 	}
 	pod := shopPod
-	pod.UID = vaulttest.PodUID(fmt.Sprintf("sanity-%d", f.n.Add(1)))
+	pod.PodUID = vaulttest.PodUID(fmt.Sprintf("sanity-%d", f.n.Add(1)))
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId: "csi-" + pod.UID,
+		VolumeId: "csi-" + pod.PodUID,
 		VolumeContext: map[string]string{
-			attributes.KeyPodName: pod.Name, attributes.KeyPodNamespace: pod.Namespace,
-			attributes.KeyPodUID: pod.UID, attributes.KeyServiceAccount: pod.ServiceAccount,
+			attributes.KeyPodName: pod.PodName, attributes.KeyPodNamespace: pod.Namespace,
+			attributes.KeyPodUID: pod.PodUID, attributes.KeyServiceAccount: pod.ServiceAccount,
 			attributes.KeyEphemeral: "true",
 			attributes.KeyTokens:    vaulttest.TokensJSON("vault", vaultSrv.Token(pod, time.Hour), time.Now().Add(time.Hour)),
 			"role":                  "payments",

@@ -100,7 +100,7 @@ func TestUnpublishOnlyOwnVolumes(t *testing.T) {
 
 	// The driver's own volume still unmounts, and an empty target dir
 	// (kubelet's, after a failed publish) is removed.
-	own := kubeletTarget(kubelet, shopPod.UID, "secrets")
+	own := kubeletTarget(kubelet, shopPod.PodUID, "secrets")
 	if err := os.MkdirAll(filepath.Dir(own), 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestUnpublishOnlyOwnVolumes(t *testing.T) {
 	if _, err := d.node.NodePublishVolume(ctxT(t), volume{target: own, pod: shopPod, secrets: threeSecrets}.request()); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	empty := kubeletTarget(kubelet, shopPod.UID, "empty")
+	empty := kubeletTarget(kubelet, shopPod.PodUID, "empty")
 	if err := os.MkdirAll(empty, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -167,13 +167,13 @@ func TestUnpublishRefusesStateDir(t *testing.T) {
 func TestTargetSymlinkAnyComponent(t *testing.T) {
 	kubelet := t.TempDir()
 	d := startObservedDriver(t, vaultSrv, "--kubelet-dir="+kubelet)
-	target := kubeletTarget(kubelet, shopPod.UID, "secrets")
+	target := kubeletTarget(kubelet, shopPod.PodUID, "secrets")
 	for _, tt := range []struct {
 		name string
 		link string // the component replaced by a symlink to a copy of it elsewhere
 	}{
-		{"pods/<uid>", filepath.Join(kubelet, "pods", shopPod.UID)},
-		{"volumes/kubernetes.io~csi", filepath.Join(kubelet, "pods", shopPod.UID, "volumes", "kubernetes.io~csi")},
+		{"pods/<uid>", filepath.Join(kubelet, "pods", shopPod.PodUID)},
+		{"volumes/kubernetes.io~csi", filepath.Join(kubelet, "pods", shopPod.PodUID, "volumes", "kubernetes.io~csi")},
 		{"the volume name", filepath.Dir(target)},
 		{"the target itself", target},
 	} {

@@ -1,4 +1,4 @@
-package provider
+package provider_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"vaultcsi.dev/driver/provider"
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
@@ -22,12 +23,12 @@ func TestIssuingCheckFollowsMountChanges(t *testing.T) {
 	v := vaulttest.Start(t)
 	v.EnablePKI(t, "certs", "web", time.Hour)
 	v.Policy(t, "pki", `path "certs/*" { capabilities = ["create", "read", "update"] }`)
-	pod := vaulttest.Pod{Namespace: "shop", Name: "web-0", UID: "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d", ServiceAccount: "web"}
+	pod := vaulttest.Pod{Namespace: "shop", PodName: "web-0", PodUID: "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d", ServiceAccount: "web"}
 	v.Role(t, "pki", pod.Namespace, pod.ServiceAccount, "pki")
 
 	var mu sync.Mutex
 	ops := map[string]int{}
-	p, err := New(Config{Addr: v.Addr, AuthMethod: AuthJWT, AuthMount: v.JWTMount, OnRequest: func(op string, _ int) {
+	p, err := provider.New(provider.Config{Addr: v.Addr, AuthMethod: provider.AuthJWT, AuthMount: v.JWTMount, OnRequest: func(op string, _ int) {
 		mu.Lock()
 		ops[op]++
 		mu.Unlock()
@@ -36,13 +37,13 @@ func TestIssuingCheckFollowsMountChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	p.mounts.now = func() time.Time { return now }
+	provider.SetMountsClock(p, func() time.Time { return now })
 	count := func(op string) int {
 		mu.Lock()
 		defer mu.Unlock()
 		return ops[op]
 	}
-	req := &Request{Role: "pki", JWT: v.Token(pod, time.Hour), Secrets: []SecretSpec{{
+	req := &provider.Request{Role: "pki", JWT: v.Token(pod, time.Hour), Secrets: []provider.SecretSpec{{
 		File: "tls.crt", Path: "certs/issue/web", Key: "certificate", Index: 3,
 		Args: map[string]string{"common_name": "web.shop.svc.cluster.local"},
 	}}}
@@ -52,8 +53,8 @@ func TestIssuingCheckFollowsMountChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Session = res.Session // as a refresh does
-	if count(opLookup) != 1 || count("write") != 1 {
-		t.Fatalf("first fetch: %d lookups, %d writes, want 1 and 1", count(opLookup), count("write"))
+	if count(provider.OpLookup) != 1 || count("write") != 1 {
+		t.Fatalf("first fetch: %d lookups, %d writes, want 1 and 1", count(provider.OpLookup), count("write"))
 	}
 
 	// The admin replaces the PKI engine with a KV mount at the same path.
@@ -65,11 +66,11 @@ func TestIssuingCheckFollowsMountChanges(t *testing.T) {
 	}
 
 	// Past the TTL the refresh asks Vault again and writes nothing.
-	now = now.Add(mountCacheTTL)
+	now = now.Add(provider.MountCacheTTL)
 	w0 := count("write")
 	_, err = p.Fetch(context.Background(), req)
-	if !errors.Is(err, ErrNotIssuing) {
-		t.Fatalf("refresh after the mount became KV: %v, want ErrNotIssuing", err)
+	if !errors.Is(err, provider.ErrNotIssuing) {
+		t.Fatalf("refresh after the mount became KV: %v, want provider.ErrNotIssuing", err)
 	}
 	if got := err.Error(); !strings.Contains(got, "secrets[3].args") || !strings.Contains(got, "kv mount") {
 		t.Errorf("error %q does not name secrets[3].args and the kv mount", got)
@@ -77,8 +78,8 @@ func TestIssuingCheckFollowsMountChanges(t *testing.T) {
 	if count("write") != w0 {
 		t.Errorf("%d writes after the mount became KV", count("write")-w0)
 	}
-	if count(opLookup) != 2 {
-		t.Errorf("%d lookups, want 2 (the cache expired once)", count(opLookup))
+	if count(provider.OpLookup) != 2 {
+		t.Errorf("%d lookups, want 2 (the cache expired once)", count(provider.OpLookup))
 	}
 	if sec, err := v.Root.Logical().Read("certs/issue/web"); err != nil || sec != nil {
 		t.Errorf("certs/issue/web was written: %v %v", sec, err)

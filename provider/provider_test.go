@@ -17,7 +17,7 @@ import (
 	"vaultcsi.dev/driver/provider/vaulttest"
 )
 
-var pod = vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: vaulttest.PodUID("shop/payment-0"), ServiceAccount: "payment"}
+var pod = vaulttest.Pod{Namespace: "shop", PodName: "payment-0", PodUID: vaulttest.PodUID("shop/payment-0"), ServiceAccount: "payment"}
 
 // setup starts Vault with a role "payments" for shop/payment that may read
 // secret/data/db, secret/data/deleted and kv/app.
@@ -43,7 +43,7 @@ func setup(t *testing.T) (*vaulttest.Server, *provider.Provider) {
 
 func request(v *vaulttest.Server, specs ...provider.SecretSpec) *provider.Request {
 	return &provider.Request{Role: "payments", JWT: v.Token(pod, time.Hour), Secrets: specs,
-		Pod: provider.Identity{Namespace: pod.Namespace, PodName: pod.Name, PodUID: pod.UID, ServiceAccount: pod.ServiceAccount}}
+		Pod: pod}
 }
 
 func TestFetch(t *testing.T) {
@@ -123,7 +123,7 @@ func TestFetch(t *testing.T) {
 func TestFetchErrors(t *testing.T) {
 	v, p := setup(t)
 	jwt := v.Token(pod, time.Hour)
-	other := vaulttest.Pod{Namespace: "other", Name: "x", UID: vaulttest.PodUID("other/x"), ServiceAccount: "payment"}
+	other := vaulttest.Pod{Namespace: "other", PodName: "x", PodUID: vaulttest.PodUID("other/x"), ServiceAccount: "payment"}
 	tests := []struct {
 		name string
 		req  *provider.Request

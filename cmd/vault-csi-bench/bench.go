@@ -184,7 +184,7 @@ func logf(format string, args ...any) {
 func (b *bench) newVol(prefix string, nSecrets int) (*vol, error) {
 	i := b.seq.Add(1)
 	uid := newUID()
-	p := vaulttest.Pod{Namespace: b.cfg.namespace, Name: fmt.Sprintf("%s-%d", prefix, i), UID: uid, ServiceAccount: b.cfg.sa}
+	p := vaulttest.Pod{Namespace: b.cfg.namespace, PodName: fmt.Sprintf("%s-%d", prefix, i), PodUID: uid, ServiceAccount: b.cfg.sa}
 	target := filepath.Join(b.root, "pods", uid, "volumes", "kubernetes.io~csi", volumeName, "mount")
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func newUID() string {
 
 // removePod removes what kubelet removes after a teardown: the pod's dir.
 func (b *bench) removePod(v *vol) {
-	_ = os.RemoveAll(filepath.Join(b.root, "pods", v.pod.UID))
+	_ = os.RemoveAll(filepath.Join(b.root, "pods", v.pod.PodUID))
 }
 
 // attrsFor returns the pod's volumeAttributes for a volume of n secrets.

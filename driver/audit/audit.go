@@ -18,36 +18,22 @@ import (
 	"regexp"
 	"sync"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	"k8s.io/klog/v2"
-)
-
-// Actions.
-const (
-	ActionPublish = "publish" // first publish of a volume
-	ActionRefresh = "refresh" // a republish that fetched again
-	ActionRevoke  = "revoke"  // unpublish: leases and token revoked
-	ActionDeny    = "deny"    // refused by the access policy
-	ActionFail    = "fail"    // an attempt that failed
-	ActionReject  = "reject"  // refused before authorization (bad request); no Vault call
-)
-
-// Decisions.
-const (
-	DecisionAllow = "allow"
-	DecisionDeny  = "deny"
 )
 
 // Event is one access. Zero fields are left out of the line, except the
 // latency and request count, which a reader should be able to sum.
 type Event struct {
 	Time                                         time.Time // zero: now
-	Node, Action                                 string    // Node empty: the Logger's node
+	Node                                         string    // empty: the Logger's node
+	Action                                       ops.Action
 	Namespace, Pod, PodUID, ServiceAccount, Role string
 	Paths                                        []string
 	Versions                                     map[string]int64 // KV v2 versions by path
 	LeaseIDs                                     []string         // hashed on output
-	Decision                                     string           // allow | deny; empty when the policy was not asked
+	Decision                                     ops.Decision     // empty when the policy was not asked
 	Rule                                         string           // the policy rule that decided
 	Error                                        string
 	Latency                                      time.Duration
@@ -105,7 +91,7 @@ func (l *Logger) Log(e Event) {
 	ln := line{
 		Time:           e.Time.UTC().Format(time.RFC3339Nano),
 		Node:           e.Node,
-		Action:         e.Action,
+		Action:         string(e.Action),
 		Namespace:      e.Namespace,
 		Pod:            e.Pod,
 		PodUID:         e.PodUID,
@@ -113,7 +99,7 @@ func (l *Logger) Log(e Event) {
 		Role:           e.Role,
 		Paths:          e.Paths,
 		Versions:       e.Versions,
-		Decision:       e.Decision,
+		Decision:       string(e.Decision),
 		Rule:           e.Rule,
 		Error:          Scrub(e.Error),
 		LatencyMS:      float64(e.Latency) / float64(time.Millisecond),

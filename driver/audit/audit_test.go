@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 )
 
 const leaseID = "database/creds/payments/2f6a614c-4aa2-7b19-24b9-ad944a8d4de6"
@@ -25,11 +26,11 @@ func TestLogFields(t *testing.T) {
 		{
 			name: "publish",
 			event: Event{
-				Time: at, Action: ActionPublish, Namespace: "shop", Pod: "payment-1", PodUID: "uid-1",
+				Time: at, Action: ops.ActionPublish, Namespace: "shop", Pod: "payment-1", PodUID: "uid-1",
 				ServiceAccount: "payment", Role: "payments",
 				Paths:    []string{"secret/data/paypal", "database/creds/payments"},
 				Versions: map[string]int64{"secret/data/paypal": 7},
-				LeaseIDs: []string{leaseID}, Decision: DecisionAllow, Rule: "payment-paypal",
+				LeaseIDs: []string{leaseID}, Decision: ops.DecisionAllow, Rule: "payment-paypal",
 				Latency: 1500 * time.Microsecond, VaultRequests: 3,
 			},
 			want: map[string]any{
@@ -43,7 +44,7 @@ func TestLogFields(t *testing.T) {
 		},
 		{
 			name:  "deny without rule, node override",
-			event: Event{Time: at, Node: "node-9", Action: ActionDeny, Namespace: "web", Decision: DecisionDeny, Error: "no rule matched"},
+			event: Event{Time: at, Node: "node-9", Action: ops.ActionDeny, Namespace: "web", Decision: ops.DecisionDeny, Error: "no rule matched"},
 			want: map[string]any{
 				"node": "node-9", "action": "deny", "decision": "deny", "error": "no rule matched",
 				"latency_ms": 0.0, "vault_requests": 0.0,
@@ -79,7 +80,7 @@ func TestLogFields(t *testing.T) {
 
 func TestFieldOrderIsStable(t *testing.T) {
 	var buf bytes.Buffer
-	New(&buf, "n").Log(Event{Action: ActionRevoke, Namespace: "ns", Role: "r", Error: "e"})
+	New(&buf, "n").Log(Event{Action: ops.ActionRevoke, Namespace: "ns", Role: "r", Error: "e"})
 	out := buf.String()
 	keys := []string{`"time"`, `"node"`, `"action"`, `"namespace"`, `"role"`, `"error"`, `"latency_ms"`, `"vault_requests"`}
 	last := -1
@@ -95,7 +96,7 @@ func TestFieldOrderIsStable(t *testing.T) {
 func TestLeaseIDNeverRaw(t *testing.T) {
 	var buf bytes.Buffer
 	l := New(&buf, "n")
-	l.Log(Event{Action: ActionRevoke, LeaseIDs: []string{leaseID, "pki/issue/web/abc"}})
+	l.Log(Event{Action: ops.ActionRevoke, LeaseIDs: []string{leaseID, "pki/issue/web/abc"}})
 	out := buf.String()
 	for _, raw := range []string{leaseID, "2f6a614c-4aa2", "pki/issue/web/abc"} {
 		if strings.Contains(out, raw) {
@@ -121,13 +122,13 @@ func TestErrorScrubbed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer
-		New(&buf, "n").Log(Event{Action: ActionFail, Error: tt.in})
+		New(&buf, "n").Log(Event{Action: ops.ActionFail, Error: tt.in})
 		if strings.Contains(buf.String(), tt.leak) || !strings.Contains(buf.String(), "[redacted]") {
 			t.Errorf("credential not redacted: %s", buf.String())
 		}
 	}
 	var buf bytes.Buffer
-	New(&buf, "n").Log(Event{Action: ActionFail, Error: strings.Repeat("x", 5000)})
+	New(&buf, "n").Log(Event{Action: ops.ActionFail, Error: strings.Repeat("x", 5000)})
 	if buf.Len() > 2*maxErrorLen {
 		t.Errorf("long error not truncated: %d bytes", buf.Len())
 	}
@@ -157,7 +158,7 @@ func TestConcurrentWritersDoNotInterleave(t *testing.T) {
 	for g := range writers {
 		wg.Go(func() {
 			for i := range each {
-				l.Log(Event{Action: ActionPublish, Pod: fmt.Sprintf("pod-%d-%d", g, i), Paths: []string{"secret/data/x"}})
+				l.Log(Event{Action: ops.ActionPublish, Pod: fmt.Sprintf("pod-%d-%d", g, i), Paths: []string{"secret/data/x"}})
 			}
 		})
 	}
@@ -184,6 +185,6 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 
 func TestNilAndFailingLoggers(t *testing.T) {
 	var l *Logger
-	l.Log(Event{Action: ActionPublish}) // no panic
-	New(failWriter{}, "n").Log(Event{Action: ActionPublish})
+	l.Log(Event{Action: ops.ActionPublish}) // no panic
+	New(failWriter{}, "n").Log(Event{Action: ops.ActionPublish})
 }

@@ -34,8 +34,8 @@ func (p Publish) Request() *csi.NodePublishVolumeRequest {
 	for k, v := range p.Attributes {
 		vc[k] = v
 	}
-	vc[attributes.KeyPodName], vc[attributes.KeyPodNamespace] = p.Pod.Name, p.Pod.Namespace
-	vc[attributes.KeyPodUID], vc[attributes.KeyServiceAccount] = p.Pod.UID, p.Pod.ServiceAccount
+	vc[attributes.KeyPodName], vc[attributes.KeyPodNamespace] = p.Pod.PodName, p.Pod.Namespace
+	vc[attributes.KeyPodUID], vc[attributes.KeyServiceAccount] = p.Pod.PodUID, p.Pod.ServiceAccount
 	vc[attributes.KeyEphemeral] = "true"
 	var secrets map[string]string
 	if p.TokenInSecrets {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,13 +23,6 @@ import (
 )
 
 const namespace = "vault_csi"
-
-// Operations for ObservePublish.
-const (
-	OpPublish   = "publish"
-	OpUnpublish = "unpublish"
-	OpRefresh   = "refresh"
-)
 
 // Vault request operations for VaultRequest.
 const (
@@ -167,14 +161,14 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// ObservePublish records one CSI operation (OpPublish, OpUnpublish,
-// OpRefresh) with its outcome, a gRPC code name such as "OK" or
+// ObservePublish records one CSI operation (ops.Publish, ops.Unpublish,
+// ops.Refresh: see ops.Kind.MetricOperation) with its outcome, a gRPC code name such as "OK" or
 // "PermissionDenied", or another bounded word such as "unchanged".
-func (m *Metrics) ObservePublish(op, outcome string, d time.Duration) {
+func (m *Metrics) ObservePublish(op ops.Kind, outcome string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.operations.WithLabelValues(op, outcome).Observe(d.Seconds())
+	m.operations.WithLabelValues(string(op), outcome).Observe(d.Seconds())
 }
 
 // VaultRequest counts one HTTP request to Vault. status is a class, see
@@ -205,11 +199,11 @@ func (m *Metrics) SetMounted(n int) {
 }
 
 // ObserveRequests records how many Vault requests one operation made.
-func (m *Metrics) ObserveRequests(op string, n int) {
+func (m *Metrics) ObserveRequests(op ops.Kind, n int) {
 	if m == nil {
 		return
 	}
-	m.perOperation.WithLabelValues(op).Observe(float64(n))
+	m.perOperation.WithLabelValues(string(op)).Observe(float64(n))
 }
 
 // AddMounted moves the mounted-volume gauge by delta.
@@ -278,9 +272,9 @@ func (m *Metrics) PolicyReload(ok bool) {
 
 // RevocationRetry counts one background revocation attempt by outcome:
 // ok, failed or expired.
-func (m *Metrics) RevocationRetry(outcome string) {
+func (m *Metrics) RevocationRetry(outcome ops.Outcome) {
 	if m == nil {
 		return
 	}
-	m.revokeRetries.WithLabelValues(outcome).Inc()
+	m.revokeRetries.WithLabelValues(string(outcome)).Inc()
 }

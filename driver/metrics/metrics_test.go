@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -95,10 +96,10 @@ func TestScrape(t *testing.T) {
 	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 	url := startServer(t, m, map[string]http.Handler{"/healthz": health})
 
-	m.ObservePublish(OpPublish, "OK", 12*time.Millisecond)
-	m.ObservePublish(OpPublish, "OK", 3*time.Millisecond)
-	m.ObservePublish(OpPublish, "PermissionDenied", 200*time.Microsecond)
-	m.ObservePublish(OpRefresh, "OK", 5*time.Second)
+	m.ObservePublish(ops.Publish, "OK", 12*time.Millisecond)
+	m.ObservePublish(ops.Publish, "OK", 3*time.Millisecond)
+	m.ObservePublish(ops.Publish, "PermissionDenied", 200*time.Microsecond)
+	m.ObservePublish(ops.Refresh, "OK", 5*time.Second)
 	m.VaultRequest(VaultLogin, StatusClass(200))
 	m.VaultRequest(VaultRead, StatusClass(204))
 	m.VaultRequest(VaultRead, StatusClass(403))
@@ -116,9 +117,9 @@ func TestScrape(t *testing.T) {
 	m.PolicyReload(true)
 	m.PolicyReload(false)
 	m.PolicyReload(true)
-	m.RevocationRetry("failed")
-	m.RevocationRetry("failed")
-	m.RevocationRetry("ok")
+	m.RevocationRetry(ops.Failed)
+	m.RevocationRetry(ops.Failed)
+	m.RevocationRetry(ops.OK)
 
 	fams := scrape(t, url)
 	tests := []struct {
@@ -199,11 +200,11 @@ func TestInitialSeries(t *testing.T) {
 // namespace or a path.
 func TestNoHighCardinalityLabels(t *testing.T) {
 	m := New()
-	m.ObservePublish(OpPublish, "OK", time.Millisecond)
+	m.ObservePublish(ops.Publish, "OK", time.Millisecond)
 	m.VaultRequest(VaultRead, "2xx")
 	m.PolicyDenied("r")
 	m.RefreshFailed("other")
-	m.RevocationRetry("ok")
+	m.RevocationRetry(ops.OK)
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +238,7 @@ func TestStatusClass(t *testing.T) {
 
 func TestNilMetrics(t *testing.T) {
 	var m *Metrics
-	m.ObservePublish(OpPublish, "OK", time.Millisecond)
+	m.ObservePublish(ops.Publish, "OK", time.Millisecond)
 	m.VaultRequest(VaultRead, "2xx")
 	m.SetMounted(1)
 	m.AddLeases(1)

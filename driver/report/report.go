@@ -14,6 +14,7 @@ import (
 	"vaultcsi.dev/driver/driver"
 	"vaultcsi.dev/driver/driver/audit"
 	"vaultcsi.dev/driver/driver/metrics"
+	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/provider"
 )
 
@@ -40,7 +41,7 @@ const (
 
 // Observe implements driver.Observer.
 func (r *Reporter) Observe(op driver.Op) {
-	if op.Kind == driver.OpRevokeRetry {
+	if op.Kind == ops.RevokeRetry {
 		r.revokeRetry(op)
 		return
 	}
@@ -54,24 +55,18 @@ func (r *Reporter) metrics(op driver.Op) {
 	if m == nil {
 		return
 	}
-	kind := op.Kind
-	switch kind {
-	case "deny":
-		kind = metrics.OpPublish
+	kind := op.Kind.MetricOperation()
+	if op.Kind == ops.Deny {
 		m.PolicyDenied(op.Rule)
-	case driver.KindReject:
-		kind = metrics.OpPublish // a publish refused before authorization
-	case "republish":
-		kind = metrics.OpRefresh
 	}
 	// Outcomes are gRPC code names (OK, PermissionDenied, ...), plus for
 	// re-publishes what happened: unchanged, skipped (nothing due) and
 	// kept-old (the refresh failed and the files stayed).
-	outcome := op.Outcome
+	outcome := string(op.Outcome)
 	switch {
-	case op.Code != "" && op.Outcome == "failed":
+	case op.Code != "" && op.Outcome == ops.Failed:
 		outcome = op.Code
-	case op.Outcome == "ok":
+	case op.Outcome == ops.OK:
 		outcome = codes.OK.String()
 	}
 	m.ObservePublish(kind, outcome, op.Latency)
@@ -79,11 +74,11 @@ func (r *Reporter) metrics(op driver.Op) {
 	if op.Requests > 0 {
 		if op.LoggedIn {
 			m.LoggedIn()
-		} else if op.Kind == "refresh" || op.Kind == "publish" {
+		} else if op.Kind == ops.Refresh || op.Kind == ops.Publish {
 			m.TokenReused()
 		}
 	}
-	if op.Kind == "refresh" && op.Outcome == "kept-old" {
+	if op.Kind == ops.Refresh && op.Outcome == ops.KeptOld {
 		m.RefreshFailed(op.Code) // a gRPC code name: a bounded set
 	}
 	if op.MountedDelta != 0 {
@@ -95,7 +90,7 @@ func (r *Reporter) metrics(op driver.Op) {
 }
 
 func (r *Reporter) audit(op driver.Op) {
-	if r.Audit == nil || op.Kind == "republish" {
+	if r.Audit == nil || op.Kind == ops.Republish {
 		return // a skipped re-publish touches no secret: not an access
 	}
 	e := audit.Event{
@@ -127,30 +122,27 @@ func (r *Reporter) audit(op driver.Op) {
 
 // auditDecision is what the access policy answered; "" (left out of the
 // line) when it was not asked: a rejected request, an unpublish.
-func auditDecision(op driver.Op) string {
-	switch {
-	case op.Kind == "deny", op.Decision == driver.DecisionDeny:
-		return audit.DecisionDeny
-	case op.Decision == driver.DecisionAllow:
-		return audit.DecisionAllow
+func auditDecision(op driver.Op) ops.Decision {
+	if op.Kind == ops.Deny {
+		return ops.DecisionDeny
 	}
-	return ""
+	return op.Decision
 }
 
-func auditAction(op driver.Op) string {
+func auditAction(op driver.Op) ops.Action {
 	switch {
-	case op.Kind == driver.KindReject:
-		return audit.ActionReject
-	case op.Kind == "deny":
-		return audit.ActionDeny
-	case op.Kind == "unpublish":
-		return audit.ActionRevoke
-	case op.Outcome == "failed" || op.Outcome == "kept-old":
-		return audit.ActionFail
-	case op.Kind == "refresh":
-		return audit.ActionRefresh
+	case op.Kind == ops.Reject:
+		return ops.ActionReject
+	case op.Kind == ops.Deny:
+		return ops.ActionDeny
+	case op.Kind == ops.Unpublish:
+		return ops.ActionRevoke
+	case op.Outcome == ops.Failed || op.Outcome == ops.KeptOld:
+		return ops.ActionFail
+	case op.Kind == ops.Refresh:
+		return ops.ActionRefresh
 	}
-	return audit.ActionPublish
+	return ops.ActionPublish
 }
 
 func (r *Reporter) event(op driver.Op) {
@@ -159,17 +151,17 @@ func (r *Reporter) event(op driver.Op) {
 	}
 	p := op.Pod
 	switch {
-	case op.Kind == "deny":
+	case op.Kind == ops.Deny:
 		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonDenied, message(op.Err))
-	case op.Kind == "publish" && op.Outcome == "failed":
+	case op.Kind == ops.Publish && op.Outcome == ops.Failed:
 		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonMountFailed, message(op.Err))
-	case op.Kind == "publish":
+	case op.Kind == ops.Publish:
 		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Normal", ReasonMounted,
 			fmt.Sprintf("mounted %s with role %q", describe(op.Secrets), op.Role))
-	case op.Kind == "refresh" && op.Outcome == "kept-old":
+	case op.Kind == ops.Refresh && op.Outcome == ops.KeptOld:
 		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonRefreshFailed,
 			"refresh failed, keeping the files already mounted: "+message(op.Err))
-	case op.Kind == "refresh" && op.Changed:
+	case op.Kind == ops.Refresh && op.Changed:
 		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Normal", ReasonRotated,
 			fmt.Sprintf("rotated (%s): now %s", op.Reason, describe(op.Secrets)))
 	}
@@ -218,15 +210,15 @@ func secretPaths(infos []provider.SecretInfo) []string {
 // an audit line. No Event: the pod is usually gone.
 func (r *Reporter) revokeRetry(op driver.Op) {
 	r.Metrics.RevocationRetry(op.Outcome)
-	if r.Audit == nil || op.Outcome == driver.RevokeOutcomeFailed {
+	if r.Audit == nil || op.Outcome == ops.Failed {
 		return
 	}
 	e := audit.Event{
-		Action:    audit.ActionRevoke,
+		Action:    ops.ActionRevoke,
 		Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID, ServiceAccount: op.Pod.ServiceAccount,
 		VaultRequests: op.Requests, // no decision: the access policy is not asked
 	}
-	if op.Outcome == driver.RevokeOutcomeExpired {
+	if op.Outcome == ops.Expired {
 		e.Error = "the token expired before Vault could be reached: Vault revoked it and its leases"
 	}
 	r.Audit.Log(e)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vaultcsi.dev/driver/driver/ops"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -121,15 +122,15 @@ func TestObserve(t *testing.T) {
 		name        string
 		op          driver.Op
 		series      []string
-		action      string // "" = no audit line
-		decision    string
+		action      ops.Action // "" = no audit line
+		decision    ops.Decision
 		eventType   string // "" = no Event
 		eventReason string
 		eventHas    []string
 	}{
 		{
 			name: "first publish",
-			op: driver.Op{Kind: "publish", Outcome: "ok", Pod: pod, Role: "payments", Rule: "shop", Decision: driver.DecisionAllow,
+			op: driver.Op{Kind: "publish", Outcome: "ok", Pod: pod, Role: "payments", Rule: "shop", Decision: ops.DecisionAllow,
 				Paths: []string{"secret/data/db", "database/creds/app"}, Secrets: []provider.SecretInfo{kvInfo, leaseInfo},
 				Latency: 30 * time.Millisecond, Requests: 3, LoggedIn: true, Changed: true, MountedDelta: 1, LeasesDelta: 1},
 			series: []string{
@@ -140,7 +141,7 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_tokens_total{source=login} 1",
 				"vault_csi_volumes_mounted{} 1",
 			},
-			action: audit.ActionPublish, decision: audit.DecisionAllow,
+			action: ops.ActionPublish, decision: ops.DecisionAllow,
 			eventType: "Normal", eventReason: report.ReasonMounted,
 			eventHas: []string{"secret/data/db (v4)", "database/creds/app (ttl 1h0m0s)", `role "payments"`},
 		},
@@ -153,7 +154,7 @@ func TestObserve(t *testing.T) {
 				"vault_csi_policy_denials_total{rule=no-paypal} 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionDeny, decision: audit.DecisionDeny,
+			action: ops.ActionDeny, decision: ops.DecisionDeny,
 			eventType: "Warning", eventReason: report.ReasonDenied, eventHas: []string{"PermissionDenied", `rule "no-paypal"`},
 		},
 		{
@@ -165,53 +166,53 @@ func TestObserve(t *testing.T) {
 				"vault_csi_policy_denials_total{rule=} 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionDeny, decision: audit.DecisionDeny,
+			action: ops.ActionDeny, decision: ops.DecisionDeny,
 			eventType: "Warning", eventReason: report.ReasonDenied,
 		},
 		{
 			name: "failed first publish",
 			op: driver.Op{Kind: "publish", Outcome: "failed", Code: "NotFound", Err: notFound, Pod: pod, Role: "payments",
-				Rule: "shop", Decision: driver.DecisionAllow, Paths: []string{"secret/data/missing"}},
+				Rule: "shop", Decision: ops.DecisionAllow, Paths: []string{"secret/data/missing"}},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=publish,outcome=NotFound}_count 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionFail, decision: audit.DecisionAllow,
+			action: ops.ActionFail, decision: ops.DecisionAllow,
 			eventType: "Warning", eventReason: report.ReasonMountFailed, eventHas: []string{"NotFound: secret/data/missing"},
 		},
 		{
 			name: "rejected request (no pod known)",
-			op:   driver.Op{Kind: driver.KindReject, Outcome: "failed", Code: "InvalidArgument", Err: status.Error(codes.InvalidArgument, "role: required")},
+			op:   driver.Op{Kind: ops.Reject, Outcome: "failed", Code: "InvalidArgument", Err: status.Error(codes.InvalidArgument, "role: required")},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=publish,outcome=InvalidArgument}_count 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionReject, decision: "", // the access policy was never asked
+			action: ops.ActionReject, decision: "", // the access policy was never asked
 		},
 		{
 			// The identity the volume context claims, even though it failed
 			// validation; no Event, since that identity is unverified.
 			name: "rejected request (pod claimed)",
-			op: driver.Op{Kind: driver.KindReject, Outcome: "failed", Code: "InvalidArgument", Pod: pod, Role: "payments",
+			op: driver.Op{Kind: ops.Reject, Outcome: "failed", Code: "InvalidArgument", Pod: pod, Role: "payments",
 				Err: status.Error(codes.InvalidArgument, "secrets[0].file: required")},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=publish,outcome=InvalidArgument}_count 1",
 				"vault_csi_vault_requests_per_operation{operation=publish}_count 1",
 			},
-			action: audit.ActionReject, decision: "",
+			action: ops.ActionReject, decision: "",
 		},
 		{
 			// A refresh the policy now refuses keeps its files (kept-old)
 			// but its audit line says deny.
 			name: "refresh denied by the policy",
 			op: driver.Op{Kind: "refresh", Outcome: "kept-old", Code: "PermissionDenied", Err: denied, Reason: "period", Pod: pod,
-				Role: "payments", Rule: "no-paypal", Decision: driver.DecisionDeny, Paths: []string{"secret/data/paypal"}},
+				Role: "payments", Rule: "no-paypal", Decision: ops.DecisionDeny, Paths: []string{"secret/data/paypal"}},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=kept-old}_count 1",
 				"vault_csi_refresh_failures_total{reason=PermissionDenied} 1",
 				"vault_csi_vault_requests_per_operation{operation=refresh}_count 1",
 			},
-			action: audit.ActionFail, decision: audit.DecisionDeny,
+			action: ops.ActionFail, decision: ops.DecisionDeny,
 			eventType: "Warning", eventReason: report.ReasonRefreshFailed, eventHas: []string{"keeping the files already mounted", "PermissionDenied"},
 		},
 		{
@@ -224,7 +225,7 @@ func TestObserve(t *testing.T) {
 		},
 		{
 			name: "refresh that rotated",
-			op: driver.Op{Kind: "refresh", Outcome: "ok", Changed: true, Reason: "period", Pod: pod, Role: "payments", Rule: "shop", Decision: driver.DecisionAllow,
+			op: driver.Op{Kind: "refresh", Outcome: "ok", Changed: true, Reason: "period", Pod: pod, Role: "payments", Rule: "shop", Decision: ops.DecisionAllow,
 				Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{{Path: "secret/data/db", Version: 5}}, Requests: 1},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=OK}_count 1",
@@ -232,12 +233,12 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_requests_per_operation{operation=refresh}_sum 1",
 				"vault_csi_vault_tokens_total{source=reused} 1",
 			},
-			action: audit.ActionRefresh, decision: audit.DecisionAllow,
+			action: ops.ActionRefresh, decision: ops.DecisionAllow,
 			eventType: "Normal", eventReason: report.ReasonRotated, eventHas: []string{"period", "secret/data/db (v5)"},
 		},
 		{
 			name: "refresh, nothing changed",
-			op: driver.Op{Kind: "refresh", Outcome: "unchanged", Reason: "period", Pod: pod, Role: "payments", Decision: driver.DecisionAllow,
+			op: driver.Op{Kind: "refresh", Outcome: "unchanged", Reason: "period", Pod: pod, Role: "payments", Decision: ops.DecisionAllow,
 				Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 2, LoggedIn: true},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=unchanged}_count 1",
@@ -245,12 +246,12 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_requests_per_operation{operation=refresh}_sum 2",
 				"vault_csi_vault_tokens_total{source=login} 1",
 			},
-			action: audit.ActionRefresh, decision: audit.DecisionAllow,
+			action: ops.ActionRefresh, decision: ops.DecisionAllow,
 		},
 		{
 			name: "refresh failed, old files kept",
 			op: driver.Op{Kind: "refresh", Outcome: "kept-old", Code: "Unavailable", Err: unavailable, Reason: "period", Pod: pod,
-				Role: "payments", Decision: driver.DecisionAllow, Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 1},
+				Role: "payments", Decision: ops.DecisionAllow, Paths: []string{"secret/data/db"}, Secrets: []provider.SecretInfo{kvInfo}, Requests: 1},
 			series: []string{
 				"vault_csi_operation_duration_seconds{operation=refresh,outcome=kept-old}_count 1",
 				"vault_csi_refresh_failures_total{reason=Unavailable} 1",
@@ -258,7 +259,7 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_requests_per_operation{operation=refresh}_sum 1",
 				"vault_csi_vault_tokens_total{source=reused} 1",
 			},
-			action: audit.ActionFail, decision: audit.DecisionAllow,
+			action: ops.ActionFail, decision: ops.DecisionAllow,
 			eventType: "Warning", eventReason: report.ReasonRefreshFailed, eventHas: []string{"keeping the files already mounted", "Unavailable"},
 		},
 		{
@@ -272,30 +273,30 @@ func TestObserve(t *testing.T) {
 				"vault_csi_vault_requests_per_operation{operation=unpublish}_sum 1",
 				"vault_csi_volumes_mounted{} -1",
 			},
-			action: audit.ActionRevoke, decision: "", // an unpublish asks no policy
+			action: ops.ActionRevoke, decision: "", // an unpublish asks no policy
 		},
 		{
 			name: "background revocation retry failed",
-			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeFailed, Err: unavailable, Pod: pod, Requests: 1, Reason: "unpublish"},
+			op:   driver.Op{Kind: ops.RevokeRetry, Outcome: ops.Failed, Err: unavailable, Pod: pod, Requests: 1, Reason: "unpublish"},
 			series: []string{
 				"vault_csi_revocation_retries_total{outcome=failed} 1",
 			},
 		},
 		{
 			name: "background revocation retry succeeded",
-			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeOK, Pod: pod, Requests: 1, Reason: "unpublish"},
+			op:   driver.Op{Kind: ops.RevokeRetry, Outcome: ops.OK, Pod: pod, Requests: 1, Reason: "unpublish"},
 			series: []string{
 				"vault_csi_revocation_retries_total{outcome=OK} 1", // "ok" is shown as OK by series()
 			},
-			action: audit.ActionRevoke,
+			action: ops.ActionRevoke,
 		},
 		{
 			name: "background revocation dropped at the token's expiry",
-			op:   driver.Op{Kind: driver.OpRevokeRetry, Outcome: driver.RevokeOutcomeExpired, Pod: pod, Reason: "unpublish"},
+			op:   driver.Op{Kind: ops.RevokeRetry, Outcome: ops.Expired, Pod: pod, Reason: "unpublish"},
 			series: []string{
 				"vault_csi_revocation_retries_total{outcome=expired} 1",
 			},
-			action: audit.ActionRevoke,
+			action: ops.ActionRevoke,
 		},
 	}
 	for _, tt := range tests {
@@ -320,7 +321,7 @@ func TestObserve(t *testing.T) {
 				t.Fatalf("%d audit lines, want 1: %s", len(lines), buf.String())
 			} else {
 				l := lines[0]
-				if l.Action != tt.action || l.Decision != tt.decision || l.Node != "node-1" {
+				if l.Action != string(tt.action) || l.Decision != string(tt.decision) || l.Node != "node-1" {
 					t.Errorf("audit action %q decision %q node %q, want %q %q", l.Action, l.Decision, l.Node, tt.action, tt.decision)
 				}
 				if l.Namespace != tt.op.Pod.Namespace || l.Pod != tt.op.Pod.PodName || l.PodUID != tt.op.Pod.PodUID ||
@@ -388,10 +389,10 @@ func TestObserve(t *testing.T) {
 // metrics_test.go; failures follow it, but successes are recorded as "ok".
 // A dashboard that divides outcome="OK" by the total sees 0%.
 func TestSuccessOutcomeIsGRPCCodeName(t *testing.T) {
-	for _, kind := range []string{"publish", "refresh", "unpublish"} {
+	for _, kind := range []ops.Kind{ops.Publish, ops.Refresh, ops.Unpublish} {
 		m := metrics.New()
 		r := &report.Reporter{Metrics: m}
-		r.Observe(driver.Op{Kind: kind, Outcome: "ok", Pod: pod, MountedDelta: map[string]int{"publish": 1, "unpublish": -1}[kind]})
+		r.Observe(driver.Op{Kind: kind, Outcome: "ok", Pod: pod, MountedDelta: map[ops.Kind]int{ops.Publish: 1, ops.Unpublish: -1}[kind]})
 		fams, err := m.Registry().Gather()
 		if err != nil {
 			t.Fatal(err)

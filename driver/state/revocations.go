@@ -21,8 +21,12 @@ const revocationsDir = "revoke"
 // Revocation is a Vault token the driver no longer needs and has not yet
 // revoked (Vault was unreachable, or the driver handed it over to be
 // revoked outside a lock). It holds the token, its namespace and expiry,
-// and whose it was: never a secret value.
+// and whose it was: never a secret value. It is also the file's form, so
+// every field has an explicit JSON name (see record.go for the schemas:
+// schema 1 had no "schema" key and the same fields).
 type Revocation struct {
+	// Schema is the file's schema; PutRevocation sets it.
+	Schema    int       `json:"schema,omitempty"`
 	Token     string    `json:"token"`
 	Accessor  string    `json:"accessor,omitempty"`
 	Namespace string    `json:"namespace,omitempty"` // Vault namespace
@@ -82,7 +86,9 @@ func (s *Store) PutRevocation(r *Revocation) error {
 	if r.Token == "" {
 		return errors.New("save revocation: no token")
 	}
-	b, err := json.Marshal(r)
+	rec := *r
+	rec.Schema = SchemaVersion
+	b, err := json.Marshal(&rec)
 	if err != nil {
 		return fmt.Errorf("save revocation: %w", err)
 	}
@@ -145,6 +151,10 @@ func (s *Store) Revocations() ([]*Revocation, error) {
 		var r Revocation
 		if err := json.Unmarshal(b, &r); err != nil || r.Token == "" {
 			errs = append(errs, fmt.Errorf("revocation record %s is unreadable", e.Name()))
+			continue
+		}
+		if r.Schema > SchemaVersion {
+			errs = append(errs, fmt.Errorf("revocation record %s: schema %d is newer than this driver reads (up to %d)", e.Name(), r.Schema, SchemaVersion))
 			continue
 		}
 		out = append(out, &r)

@@ -13,7 +13,6 @@ package state
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,40 +24,41 @@ import (
 	"vaultcsi.dev/driver/provider"
 )
 
-// Volume is what the driver remembers about one mounted target.
+// Volume is what the driver remembers about one mounted target. Its file
+// form is record (record.go): convert there, never encode a Volume.
 type Volume struct {
-	Target   string            `json:"target"`
-	VolumeID string            `json:"volumeID"`
-	Pod      provider.Identity `json:"pod"`
-	Role     string            `json:"role"`
+	Target   string
+	VolumeID string
+	Pod      provider.Identity
+	Role     string
 	// RequestHash identifies the pod's attributes (not its token): a change
 	// means the volume must be fetched again.
-	RequestHash string                `json:"requestHash"`
-	FetchedAt   time.Time             `json:"fetchedAt"`
-	Secrets     []provider.SecretInfo `json:"secrets"`
-	Session     *provider.Session     `json:"session,omitempty"`
+	RequestHash string
+	FetchedAt   time.Time
+	Secrets     []provider.SecretInfo
+	Session     *provider.Session
 	// RotationPeriod is this volume's effective period.
-	RotationPeriod time.Duration `json:"rotationPeriod"`
+	RotationPeriod time.Duration
 	// Jitter shifts this volume's refreshes so that pods started together
 	// do not refresh together.
-	Jitter time.Duration `json:"jitter"`
+	Jitter time.Duration
 	// Failures counts consecutive failed refreshes; NextAttempt is when the
 	// backoff allows the next one.
-	Failures    int       `json:"failures,omitempty"`
-	NextAttempt time.Time `json:"nextAttempt,omitempty"`
-	LastError   string    `json:"lastError,omitempty"`
+	Failures    int
+	NextAttempt time.Time
+	LastError   string
 	// PrunePending is set when a swap left the previous payload behind for
 	// readers still in it; the next re-publish removes it.
-	PrunePending bool `json:"prunePending,omitempty"`
+	PrunePending bool
 	// Pending marks a first publish in progress: written right after login
 	// and before anything is mounted, so that a driver killed at any point
 	// of it leaves the new Vault token on record. It is cleared when the
 	// files are in place; a retry finds it and redoes the publish.
-	Pending bool `json:"pending,omitempty"`
+	Pending bool
 	// Incoming is a token a refresh logged in for, on record from the login
 	// until the refresh adopts it (as Session) or lets it go: a driver
 	// killed in between leaves it here, and the next start revokes it.
-	Incoming *provider.Session `json:"incoming,omitempty"`
+	Incoming *provider.Session
 }
 
 // Store keeps records in a directory, with a write-through cache in memory:
@@ -108,6 +108,10 @@ func clone(v *Volume) *Volume {
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Path is the file that holds a target's record (for tests and tools that
+// place a record of an earlier format).
+func (s *Store) Path(target string) string { return s.file(target) }
+
 func (s *Store) file(target string) string {
 	sum := sha256.Sum256([]byte(filepath.Clean(target)))
 	return filepath.Join(s.dir, hex.EncodeToString(sum[:16])+".json")
@@ -136,22 +140,22 @@ func (s *Store) Get(target string) (*Volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state of %s: %w", target, err)
 	}
-	var v Volume
-	if err := json.Unmarshal(b, &v); err != nil {
+	v, err := decodeVolume(b)
+	if err != nil {
 		return nil, fmt.Errorf("parse state of %s: %w", target, err)
 	}
 	if filepath.Clean(v.Target) != filepath.Clean(target) {
 		return nil, fmt.Errorf("state of %s names another target", target)
 	}
-	s.remember(name, &v)
-	return &v, nil
+	s.remember(name, v)
+	return v, nil
 }
 
 // Put writes a record atomically (temp file + rename).
 func (s *Store) Put(v *Volume) error {
-	b, err := json.Marshal(v)
+	b, err := encodeVolume(v)
 	if err != nil {
-		return err
+		return fmt.Errorf("save state of %s: %w", v.Target, err)
 	}
 	f, err := os.CreateTemp(s.dir, ".tmp-*")
 	if err != nil {
@@ -215,9 +219,8 @@ func (s *Store) List() ([]*Volume, error) {
 		if err != nil {
 			continue
 		}
-		var v Volume
-		if json.Unmarshal(b, &v) == nil {
-			out = append(out, &v)
+		if v, err := decodeVolume(b); err == nil {
+			out = append(out, v)
 		}
 	}
 	return out, nil

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -93,10 +92,10 @@ func (s *Store) cachedRecord(name string) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v Volume
-	if err := json.Unmarshal(b, &v); err != nil {
+	v, err := decodeVolume(b)
+	if err != nil {
 		return nil, fmt.Errorf("parse state file %s: %w", filepath.Base(name), err)
 	}
-	s.remember(name, &v)
-	return &v, nil
+	s.remember(name, v)
+	return v, nil
 }

@@ -53,7 +53,7 @@ func run() error {
 	defer v.Stop()
 	fmt.Println("  vault at", v.Addr)
 	ctx := context.Background()
-	pod := vaulttest.Pod{Namespace: "shop", Name: "payment-0", UID: "0b0e3c6e-de70-4f00-9c8e-5a1d7f2c0001", ServiceAccount: "payment"}
+	pod := vaulttest.Pod{Namespace: "shop", PodName: "payment-0", PodUID: "0b0e3c6e-de70-4f00-9c8e-5a1d7f2c0001", ServiceAccount: "payment"}
 	if err := v.Root.Sys().PutPolicy("payments", vaulttest.ReadPolicy("secret/data/db", "secret/data/paypal")); err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func run() error {
 
 	step("NodePublishVolume, as kubelet sends it for an inline volume (3 files, fsGroup 2000)")
 	fmt.Print(indent(secrets, "    "))
-	target := filepath.Join(work, "pods", pod.UID, "volumes", "kubernetes.io~csi", "secrets", "mount")
+	target := filepath.Join(work, "pods", pod.PodUID, "volumes", "kubernetes.io~csi", "secrets", "mount")
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return err
 	}

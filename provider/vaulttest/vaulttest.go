@@ -33,6 +33,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"vaultcsi.dev/driver/provider"
 	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
@@ -371,11 +372,10 @@ func (s *Server) PutKV1(t testing.TB, name string, data map[string]any) {
 	}
 }
 
-// Pod is the identity a minted token carries. UID must be a UUID, as the
-// API server makes it: the driver refuses anything else.
-type Pod struct {
-	Namespace, Name, UID, ServiceAccount string
-}
+// Pod is the identity a minted token carries: the driver's own pod identity
+// type, so a test says who a pod is the way the driver does. PodUID must be
+// a UUID, as the API server makes it: the driver refuses anything else.
+type Pod = provider.Identity
 
 // PodUID derives a stable UUID (version 4 layout) from a seed, so a test
 // pod's uid is a real UUID and the same on every run.
@@ -409,8 +409,8 @@ func MintToken(key *rsa.PrivateKey, p Pod, audience string, ttl time.Duration) s
 		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(ttl).Unix(),
 		"kubernetes.io": map[string]any{
 			"namespace":      p.Namespace,
-			"pod":            map[string]any{"name": p.Name, "uid": p.UID},
-			"serviceaccount": map[string]any{"name": p.ServiceAccount, "uid": "sa-" + p.UID},
+			"pod":            map[string]any{"name": p.PodName, "uid": p.PodUID},
+			"serviceaccount": map[string]any{"name": p.ServiceAccount, "uid": "sa-" + p.PodUID},
 		},
 	})
 }
