@@ -153,7 +153,7 @@ func TestOpsChartDefaults(t *testing.T) {
 		want string
 	}{
 		"requests.memory": {c.Resources.Requests[corev1.ResourceMemory], "48Mi"},
-		"limits.memory":   {c.Resources.Limits[corev1.ResourceMemory], "128Mi"},
+		"limits.memory":   {c.Resources.Limits[corev1.ResourceMemory], "192Mi"},
 		"requests.cpu":    {c.Resources.Requests[corev1.ResourceCPU], "10m"},
 	} {
 		if q.got.Cmp(resource.MustParse(q.want)) != 0 {
