@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -564,7 +565,35 @@ func (k *call) wrap(ctx context.Context, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if cause := tlsVerifyCause(err); cause != nil {
+		return fmt.Errorf("%s: %w: %w: %s", what, ErrUnavailable, ErrTLSVerify, k.clean(cause.Error()))
+	}
 	return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, k.clean(err.Error()))
+}
+
+// tlsVerifyCause returns the certificate check that failed in err, or nil
+// when err is not a failed verification of Vault's certificate.
+func tlsVerifyCause(err error) error {
+	var (
+		ve  *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		cie x509.ConstraintViolationError
+	)
+	switch {
+	case errors.As(err, &ve):
+		return ve.Err
+	case errors.As(err, &ua):
+		return ua
+	case errors.As(err, &he):
+		return he
+	case errors.As(err, &ci):
+		return ci
+	case errors.As(err, &cie):
+		return cie
+	}
+	return nil
 }
 
 // errorCountRE matches the header Vault's multierror puts before its list.
