@@ -93,7 +93,7 @@ func New(cfg Config) (*Provider, error) {
 		// leaves its stream unread: keep what HTTP/2 buffers for it small.
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 256 << 10},
 	}
-	vc.HttpClient = &http.Client{Transport: tr}
+	vc.HttpClient = &http.Client{Transport: tr, CheckRedirect: noRedirect}
 	if cfg.CACertFile != "" {
 		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
 			return nil, fmt.Errorf("vault CA certificate %s: %w", cfg.CACertFile, err)
@@ -109,6 +109,12 @@ func New(cfg Config) (*Provider, error) {
 	vc.HttpClient.Transport = &limitTransport{base: tr, max: MaxResponseBytes}
 	return &Provider{cfg: cfg, base: base, mounts: newMountCache(time.Now)}, nil
 }
+
+// noRedirect hands a redirect (a standby's 307) back to vault/api, which
+// follows one hop with the same client, so the same CA, and refuses an
+// https to http downgrade. net/http would follow up to ten hops itself, to
+// any scheme, sending X-Vault-Token along.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Config returns the effective configuration.
 func (p *Provider) Config() Config { return p.cfg }
