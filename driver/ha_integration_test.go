@@ -1,9 +1,11 @@
 package driver_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -30,6 +32,140 @@ func TestVaultHA(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("TLSVerification", func(t *testing.T) { testTLSVerification(t, c) })
+	t.Run("SealedNodeInRotation", func(t *testing.T) { testSealedNode(t, c) })
+}
+
+// attempt is one NodePublishVolume call as kubelet makes it.
+type attempt struct {
+	code codes.Code
+	took time.Duration
+	msg  string
+}
+
+// publishRetrying publishes v as kubelet does: each call with its own
+// deadline, a failed one retried (up to tries) after a short pause.
+func publishRetrying(t *testing.T, d *driverProc, srv *vaulttest.Server, v volume, tries int, deadline time.Duration) []attempt {
+	t.Helper()
+	var out []attempt
+	for i := 0; i < tries; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		start := time.Now()
+		_, err := d.node.NodePublishVolume(ctx, requestFor(srv, v))
+		cancel()
+		out = append(out, attempt{code: status.Code(err), took: time.Since(start), msg: status.Convert(err).Message()})
+		if err == nil {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return out
+}
+
+// driverFront is a front of its own for one driver, listing first ahead
+// of the other nodes, so the driver's first connection goes to it.
+func driverFront(t *testing.T, c *vaulttest.Cluster, first *vaulttest.Node) *vaulttest.Front {
+	t.Helper()
+	order := []string{first.Listen}
+	for _, n := range c.Nodes {
+		if n != first {
+			order = append(order, n.Listen)
+		}
+	}
+	f, err := vaulttest.NewFront(order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// testSealedNode: a sealed node stays in the front's rotation (it still
+// accepts connections). A publish that reaches it fails fast, Unavailable,
+// never past its deadline, and the next attempt reaches another node, even
+// though the driver's connection to the sealed node was already open.
+func testSealedNode(t *testing.T, c *vaulttest.Cluster) {
+	cases := []struct {
+		name string
+		// pick chooses the node to seal; seal seals it.
+		pick func(active, standby *vaulttest.Node) *vaulttest.Node
+		seal func(*vaulttest.Node) error
+		// sealFirst seals before the driver starts, so its very first
+		// connection goes to the sealed node.
+		sealFirst bool
+	}{
+		// sys/seal on the active node: the driver's open connection to it
+		// stays open and now answers 503; another node is elected.
+		{"active node sealed under an open connection",
+			func(a, _ *vaulttest.Node) *vaulttest.Node { return a }, c.Seal, false},
+		// A standby restarted without unseal: back in the rotation, sealed.
+		{"standby restarted sealed",
+			func(_, s *vaulttest.Node) *vaulttest.Node { return s }, c.RestartSealed, true},
+	}
+	for ci, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			active, err := c.WaitActive(30 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var standby *vaulttest.Node
+			for _, n := range c.Nodes {
+				if n != active {
+					standby = n
+					break
+				}
+			}
+			sealed := tc.pick(active, standby)
+			front := driverFront(t, c, sealed)
+			seal := func() {
+				if err := tc.seal(sealed); err != nil {
+					t.Fatalf("seal %s: %v", sealed.ID, err)
+				}
+				t.Cleanup(func() {
+					if err := c.Unseal(sealed); err != nil {
+						t.Errorf("unseal %s: %v", sealed.ID, err)
+					}
+				})
+			}
+			if tc.sealFirst {
+				seal()
+			}
+			d := startDriverFor(t, c.API, "--vault-addr=https://"+front.Addr, "--vault-ca-cert="+c.CA.File)
+			if !tc.sealFirst {
+				// Open the driver's connection (to the node to seal) first;
+				// retried: a node that just rejoined may not know the leader yet.
+				warm := haVolume(t, fmt.Sprintf("sealed-%d-warm", ci))
+				if a := publishRetrying(t, d, c.API, warm, 5, 5*time.Second); a[len(a)-1].code != codes.OK {
+					t.Fatalf("publish before the seal: %v %s", a[len(a)-1].code, a[len(a)-1].msg)
+				}
+				seal()
+			}
+			const pods, tries, deadline = 6, 3, 5 * time.Second
+			var slowest time.Duration
+			failed := 0
+			for i := 0; i < pods; i++ {
+				v := haVolume(t, fmt.Sprintf("sealed-%d-%d", ci, i))
+				as := publishRetrying(t, d, c.API, v, tries, deadline)
+				for _, a := range as {
+					slowest = max(slowest, a.took)
+					if a.code != codes.OK && a.code != codes.Unavailable {
+						t.Errorf("pod %d: attempt %v after %s: %s", i, a.code, a.took, a.msg)
+					}
+					if a.code == codes.Unavailable {
+						failed++
+						t.Logf("pod %d: Unavailable after %s: %s", i, a.took.Round(time.Millisecond), a.msg)
+					}
+				}
+				if last := as[len(as)-1]; last.code != codes.OK {
+					t.Fatalf("pod %d: no success in %d attempts with %s sealed; last: %v %s", i, tries, sealed.ID, last.code, last.msg)
+				}
+			}
+			if failed == 0 {
+				t.Fatalf("no attempt reached the sealed node %s: the test proves nothing", sealed.ID)
+			}
+			t.Logf("%s sealed: %d pods published, %d attempts failed Unavailable, slowest attempt %s; front connections %v",
+				sealed.ID, pods, failed, slowest.Round(time.Millisecond), front.Accepted())
+		})
+	}
 }
 
 // haVolume is a one-file volume of shopPod's secret/data/db password.

@@ -106,7 +106,7 @@ func New(cfg Config) (*Provider, error) {
 	base.ClearToken() // never inherit VAULT_TOKEN from the environment
 	// After NewClient: vault/api type-asserts *http.Transport while it
 	// configures TLS and the address.
-	vc.HttpClient.Transport = &limitTransport{base: tr, max: MaxResponseBytes}
+	vc.HttpClient.Transport = &limitTransport{base: &retireTransport{base: tr}, max: MaxResponseBytes}
 	return &Provider{cfg: cfg, base: base, mounts: newMountCache(time.Now)}, nil
 }
 

@@ -384,14 +384,42 @@ func (c *Cluster) Restart(n *Node) error {
 	return c.waitVoters(ClusterSize, nodeReadyTimeout)
 }
 
-// Seal seals one node (it keeps running and stays in the front: clients
-// reaching it get 503).
+// Seal seals a node through the API (it keeps running, its open
+// connections stay open, and it stays in the front: clients reaching it
+// get 503). Vault seals only an active node this way ("cannot seal when in
+// standby mode"): a standby's leadership passes to another node. Use
+// RestartSealed for a sealed standby.
 func (c *Cluster) Seal(n *Node) error {
 	return n.Client.Sys().Seal()
 }
 
-// Unseal unseals a sealed node.
-func (c *Cluster) Unseal(n *Node) error { return c.unseal(n) }
+// RestartSealed kills a node and starts it again without unsealing it, as
+// a pod restarted with no auto-unseal, and puts it back in the front.
+func (c *Cluster) RestartSealed(n *Node) error {
+	c.Kill(n)
+	if err := n.start(); err != nil {
+		return err
+	}
+	c.Front.SetDown(n.Listen, false)
+	return waitFor(nodeReadyTimeout, func() error {
+		h, err := n.health(context.Background())
+		if err != nil {
+			return err
+		}
+		if !h.Sealed {
+			return fmt.Errorf("%s is not sealed", n.ID)
+		}
+		return nil
+	})
+}
+
+// Unseal unseals a sealed node and waits until it is a voter again.
+func (c *Cluster) Unseal(n *Node) error {
+	if err := c.unseal(n); err != nil {
+		return err
+	}
+	return c.waitVoters(ClusterSize, nodeReadyTimeout)
+}
 
 // Stop kills every node and the front and removes the data.
 func (c *Cluster) Stop() {
