@@ -37,6 +37,129 @@ func TestVaultHA(t *testing.T) {
 	t.Run("TLSVerification", func(t *testing.T) { testTLSVerification(t, c) })
 	t.Run("SealedNodeInRotation", func(t *testing.T) { testSealedNode(t, c) })
 	t.Run("LeaderLossDuringBurst", func(t *testing.T) { testLeaderLossBurst(t, c) })
+	t.Run("LeaderLossDuringRefresh", func(t *testing.T) { testLeaderLossRefresh(t, c) })
+}
+
+// testLeaderLossRefresh: running volumes with a KV secret and a database
+// lease both due (aged past the rotation period and two thirds of the
+// lease) when the active node is killed. Re-publishes (kubelet's clock)
+// answer OK throughout and no file is lost or emptied; once a new leader
+// is elected the refreshes resume (with the driver's backoff): the KV file
+// takes the new value and the database credential still logs in. (That the
+// lease should be renewed, the same user, is reported, not asserted: the
+// retry after a failed refresh re-issues it; see the count logged.)
+func testLeaderLossRefresh(t *testing.T, c *vaulttest.Cluster) {
+	const vols, within = 5, 40 * time.Second
+	pg := vaulttest.StartPostgres(t)
+	c.API.EnableDatabase(t, pg, "app", time.Hour, 2*time.Hour)
+	c.API.PutKV2(t, "ha-rotating", map[string]any{"value": "v1"})
+	c.API.Policy(t, "ha-dyn", `
+path "database/creds/app" { capabilities = ["read"] }
+path "secret/data/ha-rotating" { capabilities = ["read"] }
+`)
+	c.API.Role(t, "ha-dyn", shopPod.Namespace, shopPod.ServiceAccount, "ha-dyn")
+	d := startDriverFor(t, c.API, "--vault-addr="+c.Addr, "--vault-ca-cert="+c.CA.File)
+	const secrets = "- file: db/username\n  path: database/creds/app\n  key: username\n" +
+		"- file: db/password\n  path: database/creds/app\n  key: password\n" +
+		"- file: value\n  path: secret/data/ha-rotating\n  key: value\n"
+	type running struct {
+		v          volume
+		user, pass string
+	}
+	rs := make([]running, vols)
+	for i := range rs {
+		v := haVolume(t, fmt.Sprintf("refresh-%d", i))
+		v.role, v.secrets = "ha-dyn", secrets
+		if a := publishRetrying(t, d, c.API, v, 5, 10*time.Second); a[len(a)-1].code != codes.OK {
+			t.Fatalf("publish %d: %v %s", i, a[len(a)-1].code, a[len(a)-1].msg)
+		}
+		rs[i] = running{v: v, user: read(t, filepath.Join(v.target, "db/username")), pass: read(t, filepath.Join(v.target, "db/password"))}
+		age(t, d.stateDir, v.target, 41*time.Minute)
+	}
+	leader, err := c.WaitActive(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	c.Kill(leader)
+	t.Cleanup(func() {
+		if err := c.Restart(leader); err != nil {
+			t.Errorf("restart %s: %v", leader.ID, err)
+		}
+	})
+	// The KV write waits for the new leader (bounded), concurrently with
+	// the re-publishes below.
+	written := make(chan time.Time, 1)
+	go func() {
+		_ = pollUntil(within, func() error {
+			_, err := c.API.Root.KVv2("secret").Put(context.Background(), "ha-rotating", map[string]any{"value": "v2"})
+			return err
+		})
+		written <- time.Now()
+	}()
+	done, reissued := make([]bool, vols), make([]bool, vols)
+	var wroteAt time.Time
+	republishes := 0
+	deadline := time.Now().Add(within)
+	for left := vols; left > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d volumes did not refresh within %s of the kill", left, vols, within)
+		}
+		select {
+		case wroteAt = <-written:
+		default:
+		}
+		for i, r := range rs {
+			if done[i] {
+				continue
+			}
+			republishes++
+			if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(c.API, r.v)); err != nil {
+				t.Fatalf("re-publish %d during the election: %v (a re-publish must not fail)", i, err)
+			}
+			user, pass := read(t, filepath.Join(r.v.target, "db/username")), read(t, filepath.Join(r.v.target, "db/password"))
+			value := read(t, filepath.Join(r.v.target, "value"))
+			if user == "" || pass == "" {
+				t.Fatalf("volume %d: database credential file emptied", i)
+			}
+			if user != r.user {
+				// Known defect, reported: after a failed refresh the retry
+				// is a full fetch (planRefresh: Failures > 0 -> full), so a
+				// still-valid lease is re-issued instead of renewed, and
+				// the old user lives until unpublish. The refresh engine is
+				// being rewritten in driver/refresh; this count is its test.
+				reissued[i] = true
+				rs[i].user, rs[i].pass = user, pass
+			}
+			switch value {
+			case "v1":
+			case "v2":
+				done[i] = true
+				left--
+			default:
+				t.Fatalf("volume %d: value file %q", i, value)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i, r := range rs {
+		if err := pg.CanLogin(r.user, r.pass); err != nil {
+			t.Errorf("volume %d: renewed user %s cannot log in: %v", i, r.user, err)
+		}
+	}
+	n := 0
+	for _, r := range reissued {
+		if r {
+			n++
+		}
+	}
+	t.Logf("leader %s killed with %d volumes due; KV written on the new leader %.2fs after the kill; every volume refreshed %.2fs after the kill, %d re-publishes all OK; %d of %d database credentials re-issued rather than renewed (known defect of the retry plan)",
+		leader.ID, vols, wroteAt.Sub(killed).Seconds(), time.Since(killed).Seconds(), republishes, n, vols)
+	for i, r := range rs {
+		if _, err := d.node.NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: "csi-" + r.v.pod.UID, TargetPath: r.v.target}); err != nil {
+			t.Errorf("unpublish %d: %v", i, err)
+		}
+	}
 }
 
 // testLeaderLossBurst: 50 first publishes in flight when the active node
