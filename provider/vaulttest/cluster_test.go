@@ -11,7 +11,7 @@ import (
 // brings the old node back as a voter.
 func TestCluster(t *testing.T) {
 	c := StartCluster(t)
-	t.Logf("cluster start-up: %s", c.StartupTime.Round(time.Millisecond))
+	t.Logf("cluster start-up: %s (%v)", c.StartupTime.Round(time.Millisecond), c.Phases)
 	ctx := context.Background()
 	leader, err := c.Active()
 	if err != nil {
