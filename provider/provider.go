@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -92,7 +93,7 @@ func New(cfg Config) (*Provider, error) {
 		// leaves its stream unread: keep what HTTP/2 buffers for it small.
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 256 << 10},
 	}
-	vc.HttpClient = &http.Client{Transport: tr}
+	vc.HttpClient = &http.Client{Transport: tr, CheckRedirect: noRedirect}
 	if cfg.CACertFile != "" {
 		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
 			return nil, fmt.Errorf("vault CA certificate %s: %w", cfg.CACertFile, err)
@@ -105,9 +106,15 @@ func New(cfg Config) (*Provider, error) {
 	base.ClearToken() // never inherit VAULT_TOKEN from the environment
 	// After NewClient: vault/api type-asserts *http.Transport while it
 	// configures TLS and the address.
-	vc.HttpClient.Transport = &limitTransport{base: tr, max: MaxResponseBytes}
+	vc.HttpClient.Transport = &limitTransport{base: &retireTransport{base: tr}, max: MaxResponseBytes}
 	return &Provider{cfg: cfg, base: base, mounts: newMountCache(time.Now)}, nil
 }
+
+// noRedirect hands a redirect (a standby's 307) back to vault/api, which
+// follows one hop with the same client, so the same CA, and refuses an
+// https to http downgrade. net/http would follow up to ten hops itself, to
+// any scheme, sending X-Vault-Token along.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Config returns the effective configuration.
 func (p *Provider) Config() Config { return p.cfg }
@@ -565,7 +572,35 @@ func (k *call) wrap(ctx context.Context, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if cause := tlsVerifyCause(err); cause != nil {
+		return fmt.Errorf("%s: %w: %w: %s", what, ErrUnavailable, ErrTLSVerify, k.clean(cause.Error()))
+	}
 	return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, k.clean(err.Error()))
+}
+
+// tlsVerifyCause returns the certificate check that failed in err, or nil
+// when err is not a failed verification of Vault's certificate.
+func tlsVerifyCause(err error) error {
+	var (
+		ve  *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		cie x509.ConstraintViolationError
+	)
+	switch {
+	case errors.As(err, &ve):
+		return ve.Err
+	case errors.As(err, &ua):
+		return ua
+	case errors.As(err, &he):
+		return he
+	case errors.As(err, &ci):
+		return ci
+	case errors.As(err, &cie):
+		return cie
+	}
+	return nil
 }
 
 // errorCountRE matches the header Vault's multierror puts before its list.

@@ -21,6 +21,10 @@ var (
 	// ErrNotIssuing: a secret with args names a path Vault does not answer
 	// as a PKI issuing endpoint, so nothing is written (InvalidArgument).
 	ErrNotIssuing = errors.New("not a PKI issuing endpoint")
+	// ErrTLSVerify: Vault's certificate did not verify against the
+	// configured CA (--vault-ca-cert): wrong CA, expired, wrong name. It
+	// comes with ErrUnavailable (kubelet retries; an operator must act).
+	ErrTLSVerify = errors.New("TLS verification failed")
 )
 
 // opLookup is the OnRequest operation of a mount-type lookup.
