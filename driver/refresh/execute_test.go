@@ -314,9 +314,15 @@ func TestExecute(t *testing.T) {
 		{name: "failed before, in backoff: nothing",
 			edit:   func(rec *state.Volume) { Failed(rec, errDown, t0, 0.5) },
 			reason: ReasonNone, token: "tok-0"},
-		{name: "failed before, backoff passed: retry everything", step: BackoffBase,
+		{name: "failed before, backoff passed, nothing due any more: retry records success", step: BackoffBase,
 			edit:   func(rec *state.Volume) { Failed(rec, errDown, t0, 0.5) },
-			reason: ReasonRetry, log: []string{"read tok-0 " + kvPath + "," + dbPath}, requests: 2, token: "tok-0"},
+			reason: ReasonRetry, token: "tok-0"},
+		{name: "failed before, backoff passed: retry renews a valid lease, never re-issues it", step: period + time.Minute,
+			edit: func(rec *state.Volume) {
+				rec.Secrets[1].LeaseDuration = 90 * time.Second // two thirds gone by now: renew
+				Failed(rec, errDown, t0.Add(period), 0.5)
+			},
+			reason: ReasonRetry, log: []string{"renew-lease lease@tok-0 tok-0", "read tok-0 " + kvPath}, requests: 2, token: "tok-0"},
 		{name: "no record: everything anew", step: time.Minute, noRecord: true,
 			reason: ReasonNoState, log: []string{"login tok-1", "read tok-1 " + kvPath + "," + dbPath}, requests: 3, loggedIn: true, changed: true,
 			token: "tok-1", files: map[string]string{"app": kvPath + "@tok-1", "db": dbPath + "@tok-1"}},

@@ -73,9 +73,22 @@ func For(rec *state.Volume, hash string, now time.Time) Plan {
 		return Plan{Reason: ReasonRequestChanged, Full: true}
 	case rec.Failures > 0 && now.Before(rec.NextAttempt):
 		return Plan{}
-	case rec.Failures > 0:
-		return Plan{Reason: ReasonRetry, Full: true}
 	}
+	p := due(rec, now)
+	if rec.Failures > 0 {
+		// A retry does what is due, no more: fetching every path would mint
+		// new credentials for leases that are still valid (a leader blip in
+		// an HA Vault re-issued every database user) and leave the old ones
+		// alive until unpublish. With nothing left due, the retry records
+		// success and the volume stops counting as failing.
+		p.Reason = ReasonRetry
+	}
+	return p
+}
+
+// due is what is due on a volume whose last refresh did not fail (or
+// whose backoff has passed): each path on its own clock.
+func due(rec *state.Volume, now time.Time) Plan {
 	periodDue := !now.Before(addSat(rec.FetchedAt, rec.RotationPeriod, rec.Jitter))
 	if len(rec.Secrets) == 0 {
 		if periodDue {
