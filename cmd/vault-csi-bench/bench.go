@@ -37,6 +37,9 @@ type bench struct {
 	vault   *vaultSide
 	drv     *driverProc
 	cl      *csiClient
+	proxy   *latencyProxy // nil without --vault-latency
+	floor   *floorClient
+	rtt     time.Duration // the proxy's current round-trip delay
 	pid     int
 	started time.Time
 
@@ -84,10 +87,23 @@ func (b *bench) run(ctx context.Context) error {
 		return fmt.Errorf("vault: %w", err)
 	}
 	b.res.Vault = vaultInfo{Addr: b.vault.addr, Version: b.vault.version, Started: b.vault.srv != nil, AuthMount: b.vault.authMount}
+	// The driver and the floor client reach Vault the same way: through
+	// the latency proxy when there is one. Metrics scrapes go direct.
+	clientAddr := b.vault.addr
+	if c.latencies != nil {
+		if b.proxy, err = startLatencyProxy(strings.TrimPrefix(strings.TrimPrefix(b.vault.addr, "http://"), "https://")); err != nil {
+			return err
+		}
+		clientAddr = b.proxy.addr()
+		b.res.Vault.ProxyAddr = clientAddr
+	}
+	if b.floor, err = newFloorClient(clientAddr, b.vault.authMount, c.role); err != nil {
+		return err
+	}
 	socket := c.socket
 	if socket == "" {
 		logf("starting driver %s (--rotation-period=%s)...", c.driverBin, c.rotPeriod)
-		b.drv, err = startDriver(ctx, c, b.vault, b.root)
+		b.drv, err = startDriver(ctx, c, clientAddr, b.vault.authMount, b.root)
 		if err != nil {
 			return fmt.Errorf("driver: %w", err)
 		}
@@ -437,6 +453,7 @@ func (b *bench) cleanup() error {
 	}
 	b.cl.close()
 	b.drv.stop()
+	b.proxy.stop()
 	b.vault.stop()
 	if b.root != "" {
 		mounts := mountsUnder(b.root)
