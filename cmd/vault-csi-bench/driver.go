@@ -30,7 +30,7 @@ type driverProc struct {
 	pid      int
 }
 
-func startDriver(ctx context.Context, c *config, vaultAddr, authMount, root string) (*driverProc, error) {
+func startDriver(ctx context.Context, c *config, vaultAddr, authMount, root string, extra ...string) (*driverProc, error) {
 	bin := c.driverBin
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("driver binary %s: %w (run `make build`, or pass --socket)", bin, err)
@@ -50,11 +50,12 @@ func startDriver(ctx context.Context, c *config, vaultAddr, authMount, root stri
 	}
 	args := []string{
 		"--endpoint=unix://" + d.socket, "--node-id=bench-node",
-		"--vault-addr=" + vaultAddr, "--auth-method=jwt", "--auth-mount=" + authMount,
+		"--vault-addr=" + vaultAddr, "--auth-method=" + c.auth, "--auth-mount=" + authMount,
 		"--audience=" + c.audience,
 		"--state-dir=" + stateDir, "--kubelet-dir=" + root,
 		"--rotation-period=" + c.rotPeriod.String(), "--shutdown-grace=5s",
 	}
+	args = append(args, extra...)
 	args = append(args, c.driverArgs...)
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile

@@ -122,7 +122,11 @@ func (b *bench) floorSeries(ctx context.Context, n int) (floorResult, error) {
 		}
 		jwts := make([]string, iters)
 		for i, v := range vols {
-			jwts[i] = b.vault.mint(v.pod, b.cfg.audience)
+			t, err := b.jwt(v)
+			if err != nil {
+				return r, err
+			}
+			jwts[i] = t
 		}
 		var lat []time.Duration
 		deadline := time.Now().Add(b.cfg.duration)

@@ -38,6 +38,7 @@ type vaultInfo struct {
 	Version   string `json:"version"`
 	Started   bool   `json:"started_by_bench"`
 	AuthMount string `json:"auth_mount"`
+	Auth      string `json:"auth"`                         // jwt | kubernetes (a TokenReview per login)
 	ProxyAddr string `json:"latency_proxy_addr,omitempty"` // what the driver and the floor client dial
 	Counting  string `json:"request_counting"`
 }
@@ -393,6 +394,8 @@ func cpu(p procDelta) string {
 func (b *bench) print(out io.Writer) {
 	r := &b.res
 	fmt.Fprintf(out, "\nvault-csi-bench  %s  cores=%d  %s  loadavg %s -> %s\n", r.Timestamp, r.Cores, r.CPUModel, r.LoadAvgStart, r.LoadAvgEnd)
+	fmt.Fprintf(out, "auth %s (mount %s)%s\n", r.Vault.Auth, r.Vault.AuthMount,
+		map[bool]string{true: "  Vault behind the latency proxy " + r.Vault.ProxyAddr + ", rtts " + strings.Join(r.Config.VaultRTTs, ","), false: ""}[r.Vault.ProxyAddr != ""])
 	fmt.Fprintf(out, "vault %s (%s)  driver %s %s (pid %d%s)  conn=%s  token-in=%s  fsGroup=%q\n",
 		r.Vault.Version, r.Vault.Addr, r.Driver.Name, r.Driver.Version, r.Driver.PID,
 		map[bool]string{true: ", rotation-period " + r.Driver.RotationPeriod, false: ""}[r.Driver.RotationPeriod != ""],

@@ -22,7 +22,11 @@ func (b *bench) cold(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if _, err := b.publish(ctx, kubelet, v, b.tokensFor(v)); err != nil {
+			tok, err := b.tokensFor(v)
+			if err != nil {
+				return fmt.Errorf("%w: warm-up token: %w", errFatal, err)
+			}
+			if _, err := b.publish(ctx, kubelet, v, tok); err != nil {
 				b.removePod(v)
 				return fmt.Errorf("%w: warm-up publish: %w", errFatal, err)
 			}
@@ -42,7 +46,11 @@ func (b *bench) cold(ctx context.Context) error {
 			return err
 		}
 		b.removePod(p)
-		if _, err := b.floor.run(ctx, b.vault.mint(p.pod, c.audience), maxN, floorParallel); err != nil {
+		jwt, err := b.jwt(p)
+		if err != nil {
+			return fmt.Errorf("%w: floor warm-up token: %w", errFatal, err)
+		}
+		if _, err := b.floor.run(ctx, jwt, maxN, floorParallel); err != nil {
 			return fmt.Errorf("%w: floor warm-up: %w", errFatal, err)
 		}
 	}
@@ -328,7 +336,11 @@ func (b *bench) republish(ctx context.Context) error {
 			}
 			tok := v.repub[pass]
 			if tok == "" {
-				tok = b.tokensFor(v) // not pre-minted: signed outside the timed call
+				var err error
+				if tok, err = b.tokensFor(v); err != nil { // not pre-minted: signed outside the timed call
+					errs = append(errs, err)
+					continue
+				}
 			}
 			d, err := b.publish(ctx, kubelet, v, tok)
 			if err != nil {
