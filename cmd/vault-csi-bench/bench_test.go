@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,5 +120,35 @@ func TestCPUSecondsSelf(t *testing.T) {
 	b, _ := cpuSeconds(pid)
 	if b <= a {
 		t.Fatalf("CPU clock did not advance: %v -> %v", a, b)
+	}
+}
+
+func TestParseFlagsAuthAndLatency(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+		auth    string
+		rtts    int
+	}{
+		{args: nil, auth: authJWT},
+		{args: []string{"--auth", "kubernetes", "--vault-latency", "0,5ms,20ms"}, auth: authKubernetes, rtts: 3},
+		{args: []string{"--auth", "oidc"}, wantErr: "--auth"},
+		{args: []string{"--auth", "kubernetes", "--vault-addr", "http://x", "--vault-token", "t"}, wantErr: "--auth kubernetes"},
+		{args: []string{"--vault-latency", "fast"}, wantErr: "--vault-latency"},
+	} {
+		c, err := parseFlags(tc.args)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: err %v, want one naming %s", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if c.auth != tc.auth || len(c.latencies) != tc.rtts {
+			t.Errorf("%v: auth %q, %d rtts; want %q, %d", tc.args, c.auth, len(c.latencies), tc.auth, tc.rtts)
+		}
 	}
 }
