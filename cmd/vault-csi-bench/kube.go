@@ -56,7 +56,7 @@ func startKube(ctx context.Context) (*kubeSide, error) {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(root, ".cache/tools/k8s/kube-apiserver")); err != nil {
-		return nil, fmt.Errorf("Kubernetes binaries not built (bash hack/k8s/build.sh): %w", err)
+		return nil, fmt.Errorf("the Kubernetes binaries are not built (bash hack/k8s/build.sh): %w", err)
 	}
 	dir, err := os.MkdirTemp("", "vcsi-bench-kube-")
 	if err != nil {
