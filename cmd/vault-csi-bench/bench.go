@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -37,6 +38,10 @@ type bench struct {
 	vault   *vaultSide
 	drv     *driverProc
 	cl      *csiClient
+	proxy   *latencyProxy // nil without --vault-latency
+	kube    *kubeSide     // --auth kubernetes
+	floor   *floorClient
+	rtt     time.Duration // the proxy's current round-trip delay
 	pid     int
 	started time.Time
 
@@ -84,10 +89,38 @@ func (b *bench) run(ctx context.Context) error {
 		return fmt.Errorf("vault: %w", err)
 	}
 	b.res.Vault = vaultInfo{Addr: b.vault.addr, Version: b.vault.version, Started: b.vault.srv != nil, AuthMount: b.vault.authMount}
+	if c.auth == authKubernetes {
+		logf("starting the control plane (hack/cluster/up.sh --control-plane)...")
+		if b.kube, err = startKube(ctx); err != nil {
+			return fmt.Errorf("control plane: %w", err)
+		}
+		if err := b.kube.configureVault(ctx, b.vault, c); err != nil {
+			return err
+		}
+		b.res.Vault.AuthMount = b.vault.authMount
+	}
+	b.res.Vault.Auth = c.auth
+	// The driver and the floor client reach Vault the same way: through
+	// the latency proxy when there is one. Metrics scrapes go direct.
+	clientAddr := b.vault.addr
+	if c.latencies != nil {
+		if b.proxy, err = startLatencyProxy(strings.TrimPrefix(strings.TrimPrefix(b.vault.addr, "http://"), "https://")); err != nil {
+			return err
+		}
+		clientAddr = b.proxy.addr()
+		b.res.Vault.ProxyAddr = clientAddr
+	}
+	if b.floor, err = newFloorClient(clientAddr, b.vault.authMount, c.role); err != nil {
+		return err
+	}
 	socket := c.socket
 	if socket == "" {
 		logf("starting driver %s (--rotation-period=%s)...", c.driverBin, c.rotPeriod)
-		b.drv, err = startDriver(ctx, c, b.vault, b.root)
+		var extra []string
+		if b.kube != nil { // real Events on the real pods, as in a cluster
+			extra = []string{"--kubeconfig=" + b.kube.kubeconfig}
+		}
+		b.drv, err = startDriver(ctx, c, clientAddr, b.vault.authMount, b.root, extra...)
 		if err != nil {
 			return fmt.Errorf("driver: %w", err)
 		}
@@ -185,6 +218,16 @@ func (b *bench) newVol(prefix string, nSecrets int) (*vol, error) {
 	i := b.seq.Add(1)
 	uid := newUID()
 	p := vaulttest.Pod{Namespace: b.cfg.namespace, PodName: fmt.Sprintf("%s-%d", prefix, i), PodUID: uid, ServiceAccount: b.cfg.sa}
+	if b.kube != nil { // a real pod, so its token can be bound to it
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var err error
+		uid, err = b.kube.createPod(ctx, p.Namespace, p.PodName, p.ServiceAccount)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		p.PodUID = uid
+	}
 	target := filepath.Join(b.root, "pods", uid, "volumes", "kubernetes.io~csi", volumeName, "mount")
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return nil, err
@@ -261,9 +304,24 @@ func loadAttributes(path string) (map[string]map[string]string, error) {
 	return nested, nil
 }
 
+// jwt is the pod's service-account token for the audience: signed by the
+// bench (jwt auth), or kubelet's TokenRequest bound to the pod (kubernetes).
+func (b *bench) jwt(v *vol) (string, error) {
+	if b.kube != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return b.kube.token(ctx, v.pod, b.cfg.audience)
+	}
+	return b.vault.mint(v.pod, b.cfg.audience), nil
+}
+
 // tokensFor mints the serviceAccount.tokens value kubelet would send.
-func (b *bench) tokensFor(v *vol) string {
-	return vaulttest.TokensJSON(b.cfg.audience, b.vault.mint(v.pod, b.cfg.audience), time.Now().Add(time.Hour))
+func (b *bench) tokensFor(v *vol) (string, error) {
+	t, err := b.jwt(v)
+	if err != nil {
+		return "", err
+	}
+	return vaulttest.TokensJSON(b.cfg.audience, t, time.Now().Add(time.Hour)), nil
 }
 
 // mintAll pre-mints one token per volume, in parallel, so RSA signing is
@@ -272,7 +330,9 @@ func (b *bench) mintAll(ctx context.Context, vols []*vol) ([]string, error) {
 	out := make([]string, len(vols))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := 0; w < runtime.NumCPU(); w++ {
+	var mu sync.Mutex
+	var firstErr error
+	for w := 0; w < 2*runtime.NumCPU(); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -281,11 +341,21 @@ func (b *bench) mintAll(ctx context.Context, vols []*vol) ([]string, error) {
 				if i >= len(vols) {
 					return
 				}
-				out[i] = b.tokensFor(vols[i])
+				t, err := b.tokensFor(vols[i])
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				out[i] = t
 			}
 		}()
 	}
 	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
 	return out, ctx.Err()
 }
 
@@ -437,7 +507,9 @@ func (b *bench) cleanup() error {
 	}
 	b.cl.close()
 	b.drv.stop()
+	b.proxy.stop()
 	b.vault.stop()
+	b.kube.stop()
 	if b.root != "" {
 		mounts := mountsUnder(b.root)
 		for _, m := range mounts {

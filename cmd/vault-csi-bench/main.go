@@ -62,6 +62,8 @@ type config struct {
 	fsGroup     string
 	warmup      int
 	timeout     time.Duration
+	latencies   []time.Duration // --vault-latency: round trips the proxy adds; nil: no proxy
+	auth        string          // authJWT | authKubernetes
 }
 
 type stringList []string
@@ -95,9 +97,9 @@ func realMain() int {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("vault-csi-bench", flag.ContinueOnError)
 	c := &config{}
-	var scen, secrets, conc string
+	var scen, secrets, conc, lats string
 	fs.StringVar(&c.socket, "socket", "", "CSI socket of a driver already running (default: start --driver-bin)")
-	fs.StringVar(&c.driverBin, "driver-bin", "bin/vault-csi-driver", "driver binary the bench starts itself (with --auth-method=jwt, state dir under /dev/shm)")
+	fs.StringVar(&c.driverBin, "driver-bin", "bin/vault-csi-driver", "driver binary the bench starts itself (with --auth-method of --auth, state dir under /dev/shm)")
 	fs.IntVar(&c.driverPID, "driver-pid", 0, "pid of the driver behind --socket, for RSS and CPU")
 	fs.Var(&c.driverArgs, "driver-arg", "extra flag for the driver the bench starts (repeatable)")
 	fs.StringVar(&c.driverLog, "driver-log", "", "file for the started driver's output (default: in the temp root, removed at exit)")
@@ -126,6 +128,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.fsGroup, "fsgroup", "2000", "pod fsGroup sent as volume_mount_group when the driver has VOLUME_MOUNT_GROUP (empty: none)")
 	fs.IntVar(&c.warmup, "warmup", 5, "untimed publish+unpublish cycles before the cold scenario")
 	fs.DurationVar(&c.timeout, "call-timeout", 2*time.Minute, "deadline of one CSI call (kubelet's csiTimeout is 2m)")
+	fs.StringVar(&lats, "vault-latency", "", "comma list of round-trip delays (e.g. 0,5ms,20ms) a TCP proxy in the bench adds between the driver (and the floor client) and Vault, D/2 each way; the cold scenario runs at each (empty: no proxy)")
+	fs.StringVar(&c.auth, "auth", authJWT, "jwt: tokens the bench signs, Vault checks the signature; kubernetes: a control plane of the bench's own (hack/cluster/up.sh --control-plane), pods as API objects, TokenRequest tokens bound to them, a TokenReview on every login")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -157,6 +161,9 @@ func parseFlags(args []string) (*config, error) {
 		c.scenarios[s] = true
 	}
 	var err error
+	if c.latencies, err = durationList(lats, time.Second); err != nil {
+		return nil, fmt.Errorf("--vault-latency: %w", err)
+	}
 	if c.secrets, err = intList(secrets, 1, 256); err != nil {
 		return nil, fmt.Errorf("--secrets: %w", err)
 	}
@@ -172,6 +179,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--duration: (0, 2h]")
 	case c.rotConc < 1 || c.rotConc > 1024, c.unpubConc < 1 || c.unpubConc > 1024:
 		return nil, errors.New("--rotation-concurrency, --unpublish-concurrency: 1..1024")
+	case c.auth != authJWT && c.auth != authKubernetes:
+		return nil, fmt.Errorf("--auth: %s or %s", authJWT, authKubernetes)
+	case c.auth == authKubernetes && (c.vaultAddr != "" || c.attrsFile != ""):
+		return nil, errors.New("--auth kubernetes: with the bench's own Vault and attributes only")
 	case c.connMode != "kubelet" && c.connMode != "shared":
 		return nil, errors.New("--conn: kubelet or shared")
 	case c.tokenIn != "secrets" && c.tokenIn != "context":
@@ -209,6 +220,24 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// durationList parses a comma list of durations in [0, hi]; a bare 0 is
+// allowed. Empty gives nil.
+func durationList(s string, hi time.Duration) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range splitList(s) {
+		if f == "0" {
+			out = append(out, 0)
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil || d < 0 || d > hi {
+			return nil, fmt.Errorf("%q: want durations in 0..%s", f, hi)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func intList(s string, lo, hi int) ([]int, error) {

@@ -22,7 +22,11 @@ func (b *bench) cold(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if _, err := b.publish(ctx, kubelet, v, b.tokensFor(v)); err != nil {
+			tok, err := b.tokensFor(v)
+			if err != nil {
+				return fmt.Errorf("%w: warm-up token: %w", errFatal, err)
+			}
+			if _, err := b.publish(ctx, kubelet, v, tok); err != nil {
 				b.removePod(v)
 				return fmt.Errorf("%w: warm-up publish: %w", errFatal, err)
 			}
@@ -31,19 +35,62 @@ func (b *bench) cold(ctx context.Context) error {
 			}
 		}
 	}
-	// kubelet dials a new connection per call; the shared-connection series
-	// shows the driver's own cost.
-	modes := []bool{kubelet}
-	if kubelet {
-		modes = append(modes, false)
-	}
+	// The floor client's connections, warmed the same way.
+	maxN := 0
 	for _, n := range c.secrets {
-		for _, km := range modes {
+		maxN = max(maxN, n)
+	}
+	for i := 0; i < 2; i++ {
+		p, err := b.newVol("floorwarm", maxN)
+		if err != nil {
+			return err
+		}
+		b.removePod(p)
+		jwt, err := b.jwt(p)
+		if err != nil {
+			return fmt.Errorf("%w: floor warm-up token: %w", errFatal, err)
+		}
+		if _, err := b.floor.run(ctx, jwt, maxN, floorParallel); err != nil {
+			return fmt.Errorf("%w: floor warm-up: %w", errFatal, err)
+		}
+	}
+	// The later scenarios measure the driver, not Vault's distance.
+	defer func() {
+		if b.proxy != nil {
+			b.proxy.setRTT(0)
+		}
+		b.rtt = 0
+	}()
+	rtts := c.latencies
+	if rtts == nil {
+		rtts = []time.Duration{0} // no proxy
+	}
+	for _, rtt := range rtts {
+		if b.proxy != nil {
+			b.proxy.setRTT(rtt)
+		}
+		b.rtt = rtt
+		// kubelet dials a new connection per call; the shared-connection
+		// series shows the driver's own cost (at 0 ms only: the latency
+		// rows are about Vault's distance).
+		modes := []bool{kubelet}
+		if kubelet && rtt == 0 {
+			modes = append(modes, false)
+		}
+		for _, n := range c.secrets {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err := b.coldSeries(ctx, n, km); err != nil {
+			fl, err := b.floorSeries(ctx, n)
+			if err != nil {
 				return err
+			}
+			logf("  floor %3d secrets, rtt %s: sequential p50 %.2fms, parallel p50 %.2fms p99 %.2fms", n, rtt,
+				fl.Sequential.P50, fl.Parallel.P50, fl.Parallel.P99)
+			for _, km := range modes {
+				if err := b.coldSeries(ctx, n, km, fl); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -57,7 +104,7 @@ func modeName(kubelet bool) string {
 	return "shared"
 }
 
-func (b *bench) coldSeries(ctx context.Context, n int, kubelet bool) error {
+func (b *bench) coldSeries(ctx context.Context, n int, kubelet bool, fl floorResult) error {
 	c := b.cfg
 	vols := make([]*vol, c.iterations)
 	for i := range vols {
@@ -71,7 +118,9 @@ func (b *bench) coldSeries(ctx context.Context, n int, kubelet bool) error {
 	if err != nil {
 		return err
 	}
-	r := coldResult{Secrets: n, Mode: modeName(kubelet)}
+	r := coldResult{Secrets: n, Mode: modeName(kubelet), RTTMs: ms(b.rtt), Floor: fl}
+	var pubCPU float64 // the driver's CPU inside the publish calls only
+	cpuOK := true
 	var pubLat, unpubLat []time.Duration
 	var pubVault, unpubVault []vaultDelta
 	p0, v0 := readProc(b.pid), b.vault.scrape()
@@ -81,8 +130,14 @@ func (b *bench) coldSeries(ctx context.Context, n int, kubelet bool) error {
 	for ; i < len(vols) && ctx.Err() == nil && time.Now().Before(deadline); i++ {
 		v := vols[i]
 		s0 := b.vault.scrape()
+		c0, ok0 := cpuSeconds(b.pid)
 		d, err := b.publish(ctx, kubelet, v, tokens[i])
+		c1, ok1 := cpuSeconds(b.pid)
 		s1 := b.vault.scrape()
+		if err == nil {
+			pubCPU += c1 - c0
+			cpuOK = cpuOK && ok0 && ok1
+		}
 		if err != nil {
 			b.removePod(v)
 			errs++
@@ -116,10 +171,15 @@ func (b *bench) coldSeries(ctx context.Context, n int, kubelet bool) error {
 	r.VaultPerPublish, r.VaultPerUnpublish = perCall(pubVault), perCall(unpubVault)
 	r.VaultTotal = diff(v0, v1)
 	r.Proc = delta(p0, p1)
+	if r.Iterations > 0 && cpuOK && r.Proc.OK {
+		r.CPUPerPublishMs = round3(pubCPU * 1000 / float64(r.Iterations))
+		r.CPUPerCycleMs = round3(r.Proc.CPUSeconds * 1000 / float64(r.Iterations))
+	}
+	r.VsSequential, r.VsParallel = compare(r.Publish, fl.Sequential), compare(r.Publish, fl.Parallel)
 	r.Errors = capErrors(r.Errors)
 	b.res.Cold = append(b.res.Cold, r)
-	logf("  cold %3d secrets, %-7s: %d its, publish p50 %.2fms p99 %.2fms, vault/publish %s", n, r.Mode, r.Iterations,
-		r.Publish.P50, r.Publish.P99, r.VaultPerPublish.short())
+	logf("  cold %3d secrets, %-7s, rtt %s: %d its, publish p50 %.2fms p99 %.2fms (floor par p50 %.2fms, x%.2f), CPU %.2f ms/publish, vault/publish %s",
+		n, r.Mode, b.rtt, r.Iterations, r.Publish.P50, r.Publish.P99, fl.Parallel.P50, r.VsParallel.RatioP50, r.CPUPerPublishMs, r.VaultPerPublish.short())
 	return nil
 }
 
@@ -276,7 +336,11 @@ func (b *bench) republish(ctx context.Context) error {
 			}
 			tok := v.repub[pass]
 			if tok == "" {
-				tok = b.tokensFor(v) // not pre-minted: signed outside the timed call
+				var err error
+				if tok, err = b.tokensFor(v); err != nil { // not pre-minted: signed outside the timed call
+					errs = append(errs, err)
+					continue
+				}
 			}
 			d, err := b.publish(ctx, kubelet, v, tok)
 			if err != nil {
@@ -287,6 +351,7 @@ func (b *bench) republish(ctx context.Context) error {
 		}
 		p1, v1 := readProc(b.pid), b.vault.scrape()
 		r.Latency, r.Vault, r.Proc = stats(lat), diff(v0, v1), delta(p0, p1)
+		r.CPUPerOpMs = cpuPerOp(r.Proc, len(lat))
 		r.Errors, r.ErrorSummary = len(errs), errSummary(errs)
 		b.res.Republish = append(b.res.Republish, r)
 		logf("  republish %s: %d, p50 %.3fms p99 %.3fms, vault %s, skipped(due) %d", mode, r.Latency.N,
@@ -437,7 +502,29 @@ func newRunStats(good []time.Duration, errs []error, wall time.Duration, v0, v1 
 	if wall > 0 {
 		r.PerSecond = float64(len(good)) / wall.Seconds()
 	}
+	r.CPUPerOpMs = cpuPerOp(r.Proc, len(good))
 	return r
+}
+
+// cpuPerOp is the driver's CPU over a phase divided by the operations in it.
+func cpuPerOp(p procDelta, n int) float64 {
+	if !p.OK || n == 0 {
+		return 0
+	}
+	return round3(p.CPUSeconds * 1000 / float64(n))
+}
+
+func ms(d time.Duration) float64 { return round3(float64(d) / 1e6) }
+
+// compare puts a driver figure beside its floor.
+func compare(drv, floor latStats) floorRatio {
+	if drv.N == 0 || floor.N == 0 || floor.P50 == 0 || floor.P99 == 0 {
+		return floorRatio{}
+	}
+	return floorRatio{
+		RatioP50: round3(drv.P50 / floor.P50), RatioP99: round3(drv.P99 / floor.P99),
+		OverP50Ms: round3(drv.P50 - floor.P50), OverP99Ms: round3(drv.P99 - floor.P99),
+	}
 }
 
 func stats(ds []time.Duration) latStats {
