@@ -715,23 +715,7 @@ func (s *suite) testDriverRestart(t *testing.T) {
 	if out, err := s.exec(ns, "survivor", "cat /secrets/value"); err != nil || out != "r1" {
 		t.Errorf("files while the driver is away: %q (%v)", out, err)
 	}
-	if err := poll(2*time.Minute, 250*time.Millisecond, func() (bool, error) {
-		pods, err := s.driverPods()
-		if err != nil || len(pods) != len(old) {
-			return false, nil
-		}
-		for _, p := range pods {
-			if p.DeletionTimestamp != nil || !podReady(&p) {
-				return false, nil
-			}
-			for _, o := range old {
-				if o.UID == p.UID {
-					return false, nil
-				}
-			}
-		}
-		return true, nil
-	}); err != nil {
+	if err := s.waitDriversReplaced(old, ""); err != nil {
 		t.Fatalf("the DaemonSet did not bring the driver back: %v\n%s", err, s.driverLogs())
 	}
 	back := time.Since(restart)

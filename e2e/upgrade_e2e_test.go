@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
@@ -40,23 +42,7 @@ func (s *suite) testUpgrade(t *testing.T) {
 	}
 	// helm --wait returns once the DaemonSet reports its pods updated and
 	// Ready; check that every driver pod is a new one on the new image.
-	if err := poll(2*time.Minute, 250*time.Millisecond, func() (bool, error) {
-		pods, err := s.driverPods()
-		if err != nil || len(pods) != len(old) {
-			return false, nil
-		}
-		for _, p := range pods {
-			if p.DeletionTimestamp != nil || !podReady(&p) || p.Spec.Containers[0].Image != s.cfg.upgradeImage {
-				return false, nil
-			}
-			for _, o := range old {
-				if o.UID == p.UID {
-					return false, nil
-				}
-			}
-		}
-		return true, nil
-	}); err != nil {
+	if err := s.waitDriversReplaced(old, s.cfg.upgradeImage); err != nil {
 		t.Fatalf("the driver pods were not replaced by %s: %v\n%s", s.cfg.upgradeImage, err, s.driverLogs())
 	}
 	rolled := time.Since(start)
@@ -84,4 +70,26 @@ func (s *suite) testUpgrade(t *testing.T) {
 	}
 	s.record("10: helm upgrade to %s: driver pods replaced and Ready in %s; files kept; new value in the pod %s later on the same Vault token; deleting the pod revoked it",
 		s.cfg.upgradeImage, rolled.Round(100*time.Millisecond), took.Round(100*time.Millisecond))
+}
+
+// waitDriversReplaced polls (bounded) until every driver pod of old has a
+// successor that is Ready and, when image is set, runs that image.
+func (s *suite) waitDriversReplaced(old []corev1.Pod, image string) error {
+	return poll(2*time.Minute, 250*time.Millisecond, func() (bool, error) {
+		pods, err := s.driverPods()
+		if err != nil || len(pods) != len(old) {
+			return false, nil
+		}
+		for _, p := range pods {
+			if p.DeletionTimestamp != nil || !podReady(&p) || image != "" && p.Spec.Containers[0].Image != image {
+				return false, nil
+			}
+			for _, o := range old {
+				if o.UID == p.UID {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
 }
