@@ -96,19 +96,7 @@ func (s *Store) PutRevocation(r *Revocation) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save revocation: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("save revocation: %w", err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.revocationFile(r.Key()))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
+	if err := writeAtomic(s.revocationFile(r.Key()), b); err != nil {
 		return fmt.Errorf("save revocation: %w", err)
 	}
 	return nil

@@ -157,27 +157,36 @@ func (s *Store) Put(v *Volume) error {
 	if err != nil {
 		return fmt.Errorf("save state of %s: %w", v.Target, err)
 	}
-	f, err := os.CreateTemp(s.dir, ".tmp-*")
-	if err != nil {
+	name := s.file(v.Target)
+	if err := writeAtomic(name, b); err != nil {
+		s.mu.Lock()
+		delete(s.cache, name) // the file is the truth; reread it next time
+		s.mu.Unlock()
 		return fmt.Errorf("save state of %s: %w", v.Target, err)
+	}
+	s.remember(name, v)
+	return nil
+}
+
+// writeAtomic replaces name with b: a temp file in the same directory,
+// then rename(2), so a reader (or a driver restarted after a crash) sees
+// the old record or the new one, never a torn one.
+func writeAtomic(name string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	if err != nil {
+		return err
 	}
 	_, err = f.Write(b)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	name := s.file(v.Target)
 	if err == nil {
 		err = os.Rename(f.Name(), name)
 	}
 	if err != nil {
-		s.mu.Lock()
-		delete(s.cache, name) // the file is the truth; reread it next time
-		s.mu.Unlock()
 		_ = os.Remove(f.Name())
-		return fmt.Errorf("save state of %s: %w", v.Target, err)
 	}
-	s.remember(name, v)
-	return nil
+	return err
 }
 
 func (s *Store) remember(name string, v *Volume) {
