@@ -119,36 +119,17 @@ func (s *Store) file(target string) string {
 
 // Get returns the record of a target, or nil when there is none.
 func (s *Store) Get(target string) (*Volume, error) {
-	name := s.file(target)
-	info, err := os.Stat(name)
+	v, err := s.cachedRecord(s.file(target))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state of %s: %w", target, err)
-	}
-	s.mu.Lock()
-	c, ok := s.cache[name]
-	s.mu.Unlock()
-	if ok && c.mtime.Equal(info.ModTime()) && c.size == info.Size() {
-		return clone(c.v), nil
-	}
-	b, err := os.ReadFile(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read state of %s: %w", target, err)
-	}
-	v, err := decodeVolume(b)
-	if err != nil {
-		return nil, fmt.Errorf("parse state of %s: %w", target, err)
 	}
 	if filepath.Clean(v.Target) != filepath.Clean(target) {
 		return nil, fmt.Errorf("state of %s names another target", target)
 	}
-	s.remember(name, v)
-	return v, nil
+	return clone(v), nil
 }
 
 // Put writes a record atomically (temp file + rename).
