@@ -62,6 +62,8 @@ type Volume struct {
 	RotationPeriod time.Duration
 	// TokenExpiry is when kubelet's service-account token expires (zero if unknown).
 	TokenExpiry time.Time
+	// Reload is the signal to send after a refresh that changed files (nil: none).
+	Reload *Reload
 }
 
 // FieldError is a rejection that names the attribute (and entry) at fault.
@@ -83,10 +85,10 @@ func fieldErr(field, format string, args ...any) error {
 func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, error) {
 	for k := range volumeContext {
 		switch k {
-		case AttrRole, AttrSecrets, AttrAuthMount, AttrVaultNamespace, AttrRotationPeriod:
+		case AttrRole, AttrSecrets, AttrAuthMount, AttrVaultNamespace, AttrRotationPeriod, AttrReload:
 		default:
 			if !strings.HasPrefix(k, kubeletPrefix) {
-				return nil, fieldErr("volumeAttributes", "unknown attribute %q (allowed: role, secrets, authMount, vaultNamespace, rotationPeriod)", printable(k))
+				return nil, fieldErr("volumeAttributes", "unknown attribute %q (allowed: role, secrets, authMount, vaultNamespace, rotationPeriod, reload)", printable(k))
 			}
 		}
 	}
@@ -141,6 +143,14 @@ func Parse(volumeContext, secrets map[string]string, audience string) (*Volume, 
 			return nil, fieldErr(AttrRotationPeriod, "must be a positive duration of at most %s, such as 5m", fmtHours(MaxRotationPeriod))
 		}
 		v.RotationPeriod = d
+	}
+
+	if raw, ok := volumeContext[AttrReload]; ok {
+		rl, err := parseReload(raw)
+		if err != nil {
+			return nil, err
+		}
+		v.Reload = rl
 	}
 
 	specs, err := cachedSecrets(volumeContext[AttrSecrets])

@@ -66,3 +66,38 @@ const (
 	DecisionAllow Decision = "allow"
 	DecisionDeny  Decision = "deny"
 )
+
+// Reload signals: the Kind, audit action and outcomes of a reload signal
+// sent to a pod's container after a refresh changed its files.
+const (
+	Signal       Kind    = "signal"      // a reload signal after a refresh that changed files
+	ActionSignal Action  = "signal"      // a reload signal's audit line
+	NotRunning   Outcome = "not-running" // the container is not running: no signal sent
+	NotFound     Outcome = "not-found"   // the container or its process was not found: no signal sent
+)
+
+// ReloadSignal is a signal a pod may ask for after a rotation. Only these
+// four: SIGKILL and SIGSTOP cannot be handled, and numbers mean different
+// signals on different architectures.
+type ReloadSignal string
+
+// Reload signals.
+const (
+	SIGHUP  ReloadSignal = "SIGHUP"
+	SIGUSR1 ReloadSignal = "SIGUSR1"
+	SIGUSR2 ReloadSignal = "SIGUSR2"
+	SIGTERM ReloadSignal = "SIGTERM" // the container exits and restarts under its restartPolicy
+)
+
+// ReloadSignals lists the signals a pod may ask for, in a stable order.
+var ReloadSignals = []ReloadSignal{SIGHUP, SIGUSR1, SIGUSR2, SIGTERM}
+
+// Valid reports whether s is one of ReloadSignals.
+func (s ReloadSignal) Valid() bool {
+	for _, v := range ReloadSignals {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}

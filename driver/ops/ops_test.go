@@ -13,6 +13,8 @@ func TestValues(t *testing.T) {
 		{string(ActionPublish), "publish"}, {string(ActionRefresh), "refresh"}, {string(ActionRevoke), "revoke"},
 		{string(ActionDeny), "deny"}, {string(ActionFail), "fail"}, {string(ActionReject), "reject"},
 		{string(DecisionAllow), "allow"}, {string(DecisionDeny), "deny"},
+		{string(Signal), "signal"}, {string(ActionSignal), "signal"},
+		{string(NotRunning), "not-running"}, {string(NotFound), "not-found"},
 	} {
 		if c.got != c.want {
 			t.Errorf("value %q, want %q", c.got, c.want)
@@ -27,6 +29,17 @@ func TestMetricOperation(t *testing.T) {
 	} {
 		if got := k.MetricOperation(); got != want {
 			t.Errorf("%s.MetricOperation() = %s, want %s", k, got, want)
+		}
+	}
+}
+
+func TestReloadSignalValid(t *testing.T) {
+	for s, want := range map[ReloadSignal]bool{
+		SIGHUP: true, SIGUSR1: true, SIGUSR2: true, SIGTERM: true,
+		"SIGKILL": false, "SIGSTOP": false, "9": false, "sighup": false, "HUP": false, "": false,
+	} {
+		if got := s.Valid(); got != want {
+			t.Errorf("%q.Valid() = %v, want %v", s, got, want)
 		}
 	}
 }
