@@ -16,6 +16,7 @@
 //	    vaultNamespaces: ["team-a/**"]  # path globs on the pod's vaultNamespace override
 //	    authMounts: ["kubernetes-*"]    # path globs on the pod's authMount override
 //	    paths: ["secret/data/paypal", "secret/data/shop/**"]  # globs on Vault paths
+//	    reloadSignals: ["SIGHUP"]       # reload signals the pod may ask for (volume attribute reload)
 //
 // A rule applies to a request when all its "who" matchers (namespace, service
 // account, pod name, labels, role, Vault namespace, auth mount) match.
@@ -42,6 +43,19 @@
 // cover a whole volume adds no protection, only surprise (two allow rules
 // that each grant one of the paths would deny the volume asking for both).
 // Whenever one rule covers everything both readings agree.
+//
+// reloadSignals decides the pod's reload attribute (a signal the driver
+// sends to one of the pod's containers after a refresh changed its files).
+// It is not a who-matcher for allow rules; it is checked together with the
+// paths:
+//   - a pod that asks for no signal is never held back by it;
+//   - for a pod that asks for one, the allow rule that decides a path must
+//     list that signal, or the request is denied by that rule (named in the
+//     denial, so the admin sees which rule to extend). Put a rule that grants
+//     a signal before a broader one that does not;
+//   - a deny rule with reloadSignals applies only to pods asking for one of
+//     the signals it lists (with its paths, or every path without); a deny
+//     rule without the field applies whatever the pod asks for.
 //
 // A request with no paths is denied. Requested paths must be canonical (no
 // leading or trailing slash, no empty, "." or ".." segments), otherwise the
@@ -78,6 +92,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"vaultcsi.dev/driver/driver/ops"
 )
 
 // Subject is one publish request as the policy sees it.
@@ -90,6 +106,8 @@ type Subject struct {
 	Labels map[string]string
 	// Paths are the Vault paths the volume reads, in canonical form.
 	Paths []string
+	// ReloadSignal is the signal the pod asks for after a rotation ("": none).
+	ReloadSignal string
 }
 
 // Decision is the outcome of Decide. Reason is human text for errors and
@@ -119,6 +137,7 @@ type rule struct {
 	authMounts      []pathGlob
 	selector        labels.Selector // nil: any labels
 	paths           []pathGlob
+	reloadSignals   []string // signals an allow rule grants; a deny rule's filter
 	reason          string // precomputed so that Decide does not format
 }
 
@@ -199,6 +218,10 @@ func (p *Policy) Decide(s Subject) Decision {
 			if r.deny {
 				return Decision{Rule: r.name, Reason: fmt.Sprintf("%s for path %q", r.reason, path)}
 			}
+			if s.ReloadSignal != "" && !slices.Contains(r.reloadSignals, s.ReloadSignal) {
+				return Decision{Rule: r.name, Reason: fmt.Sprintf("rule %q allows path %q but not reload signal %s (not in its %s)",
+					r.name, path, s.ReloadSignal, fieldReloadSignals)}
+			}
 			done[j], hit = true, true
 			left--
 		}
@@ -241,6 +264,7 @@ func (r *rule) appliesTo(s *Subject, ls labels.Set) bool {
 		matchNames(r.podNames, s.PodName) &&
 		r.matchOverride(r.vaultNamespaces, s.VaultNamespace) &&
 		r.matchOverride(r.authMounts, s.AuthMount) &&
+		(!r.deny || len(r.reloadSignals) == 0 || slices.Contains(r.reloadSignals, s.ReloadSignal)) &&
 		(r.selector == nil || r.selector.Matches(ls))
 }
 
@@ -264,6 +288,7 @@ func (r *rule) matchOverride(gs []pathGlob, v string) bool {
 const (
 	fieldVaultNamespace = "vaultNamespace"
 	fieldAuthMount      = "authMount"
+	fieldReloadSignals  = "reloadSignals"
 )
 
 // overrideNote explains a no-match for a pod that overrides its login
@@ -294,13 +319,14 @@ type ruleSpec struct {
 	VaultNamespaces []string `json:"vaultNamespaces"`
 	AuthMounts      []string `json:"authMounts"`
 	Paths           []string `json:"paths"`
+	ReloadSignals   []string `json:"reloadSignals"`
 }
 
 // Field names are checked case-sensitively before decoding: encoding/json
 // would otherwise accept "podnames" for "podNames" without a word.
 var (
 	topFields  = []string{"rules"}
-	ruleFields = []string{"name", "effect", "namespaces", "serviceAccounts", "podNames", "podLabels", "roles", "vaultNamespaces", "authMounts", "paths"}
+	ruleFields = []string{"name", "effect", "namespaces", "serviceAccounts", "podNames", "podLabels", "roles", "vaultNamespaces", "authMounts", "paths", fieldReloadSignals}
 )
 
 // Rule names end up in Decisions, audit lines, Events and a metric label:
@@ -411,6 +437,15 @@ func parseRule(raw json.RawMessage) (rule, error) {
 	}
 	if !r.deny && len(r.paths) == 0 {
 		return rule{}, errors.New("paths: required for an allow rule")
+	}
+	for i, sig := range sp.ReloadSignals {
+		if !ops.ReloadSignal(sig).Valid() {
+			return rule{}, fmt.Errorf("%s[%d]: %q is not one of %v", fieldReloadSignals, i, sig, ops.ReloadSignals)
+		}
+		if slices.Contains(r.reloadSignals, sig) {
+			return rule{}, fmt.Errorf("%s[%d]: %q is listed twice", fieldReloadSignals, i, sig)
+		}
+		r.reloadSignals = append(r.reloadSignals, sig)
 	}
 	return r, nil
 }

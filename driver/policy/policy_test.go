@@ -258,6 +258,10 @@ func TestParseErrors(t *testing.T) {
 		{"empty authMounts glob", `rules: [{name: a, effect: allow, paths: [x], authMounts: [""]}]`, []string{"authMounts[0]", "empty pattern"}},
 		{"authMounts not a list", `rules: [{name: a, effect: allow, paths: [x], authMounts: k8s}]`, []string{`rules[0] ("a")`, "authMounts"}},
 		{"field case matters for overrides", `rules: [{name: a, effect: allow, paths: [x], authmounts: [k8s]}]`, []string{`unknown field "authmounts"`}},
+		{"unknown reload signal", `rules: [{name: a, effect: allow, paths: [x], reloadSignals: [SIGHUP, SIGKILL]}]`, []string{`rules[0] ("a")`, "reloadSignals[1]", `"SIGKILL"`}},
+		{"reload signal number", `rules: [{name: a, effect: allow, paths: [x], reloadSignals: ["1"]}]`, []string{"reloadSignals[0]"}},
+		{"reload signal twice", `rules: [{name: a, effect: allow, paths: [x], reloadSignals: [SIGHUP, SIGHUP]}]`, []string{"reloadSignals[1]", "twice"}},
+		{"reloadSignals not a list", `rules: [{name: a, effect: allow, paths: [x], reloadSignals: SIGHUP}]`, []string{`rules[0] ("a")`, "reloadSignals"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
