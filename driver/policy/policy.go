@@ -138,7 +138,7 @@ type rule struct {
 	selector        labels.Selector // nil: any labels
 	paths           []pathGlob
 	reloadSignals   []string // signals an allow rule grants; a deny rule's filter
-	reason          string // precomputed so that Decide does not format
+	reason          string   // precomputed so that Decide does not format
 }
 
 const (
