@@ -37,6 +37,9 @@ func (d *Driver) authorize(ctx context.Context, v *attributes.Volume) (policy.De
 		PodName: r.Pod.PodName, PodUID: r.Pod.PodUID, Role: r.Role, Paths: paths(v),
 		VaultNamespace: r.VaultNamespace, AuthMount: r.AuthMount, // the pod's overrides only
 	}
+	if v.Reload != nil {
+		subj.ReloadSignal = string(v.Reload.Signal)
+	}
 	if p.NeedsLabels() {
 		if d.pods == nil {
 			return policy.Decision{Reason: "a rule needs pod labels but the driver has no API server access"},

@@ -66,6 +66,9 @@ type Op struct {
 	Reason   string       // why a refresh ran (period, lease, token, ...)
 	// MountedDelta and LeasesDelta move the mounted-volume and held-lease gauges.
 	MountedDelta, LeasesDelta int
+	// Container and Signal name a reload signal (Kind ops.Signal).
+	Container string
+	Signal    ops.ReloadSignal
 }
 
 // Config is the driver-wide configuration.
@@ -162,6 +165,9 @@ type Driver struct {
 	fetchSem chan struct{}
 	budget   *provider.Budget
 	revoker  *revoker
+	// reloadPods and signaller are set when reload signals are on (SetReload).
+	reloadPods PodReader
+	signaller  Signaller
 }
 
 // New checks the configuration.

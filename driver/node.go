@@ -118,6 +118,9 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 			op.MountedDelta, op.LeasesDelta = -1, -leases(old.Secrets)
 		}
 	}
+	if err := d.checkReload(ctx, a); err != nil {
+		return fail(err)
+	}
 	if err := d.decide(ctx, a, &op); err != nil {
 		if op.Decision == ops.DecisionDeny {
 			op.Kind = ops.Deny

@@ -318,6 +318,8 @@ type afterLock struct {
 	d    *Driver
 	op   *Op
 	revs []*revokeEntry
+	// signal, when set, sends a reload signal once the call is reported.
+	signal func()
 }
 
 // observe reports op once the call's revocations are done.
@@ -332,6 +334,9 @@ func (a *afterLock) revoke(s *provider.Session, why string, w who) {
 
 // run revokes (all at once, each bounded by revokeTimeout) and reports.
 func (a *afterLock) run() {
+	if a.signal != nil {
+		defer a.signal() // after the refresh's own report
+	}
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup

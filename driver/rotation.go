@@ -70,6 +70,10 @@ func (d *Driver) republish(ctx context.Context, after *afterLock, a *publishArgs
 	op.LeasesDelta = leases(rec.Secrets) - heldBefore
 	if res.Changed {
 		op.Outcome = ops.OK
+		if a.vol.Reload != nil {
+			// The swap is complete and recorded: tell the application, once.
+			after.signal = func() { d.sendReload(a) }
+		}
 	}
 	klog.V(2).InfoS("volume refreshed", "target", a.target, "pod", podRef(a.vol.Request.Pod),
 		"reason", plan.Reason, "changed", res.Changed, "vaultRequests", res.Requests)

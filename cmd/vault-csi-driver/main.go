@@ -22,6 +22,7 @@ import (
 	"vaultcsi.dev/driver/driver/metrics"
 	"vaultcsi.dev/driver/driver/policy"
 	"vaultcsi.dev/driver/driver/registration"
+	"vaultcsi.dev/driver/driver/reload"
 	"vaultcsi.dev/driver/driver/report"
 	"vaultcsi.dev/driver/provider"
 )
@@ -37,7 +38,7 @@ type options struct {
 	stateDir                                      string
 	stateOnDisk                                   bool
 	metricsAddr, policyFile, auditLog, kubeconfig string
-	events                                        bool
+	events, reloadSignals                         bool
 	rotationPeriod, shutdownGrace                 time.Duration
 	maxVolumeBytes, maxBytesInFlight              int64
 	maxFetches, maxConns                          int
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&o.auditLog, "audit-log", "-", "where audit lines go: - for stdout, a file path, or empty for off")
 	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Events and pod labels (default: in-cluster when running in a pod)")
 	flag.BoolVar(&o.events, "events", true, "record Kubernetes Events on pods (needs API access)")
+	flag.BoolVar(&o.reloadSignals, "reload-signals", false, "let pods ask for a signal to one of their containers after a refresh changed their files (volume attribute reload); needs the host's PID namespace (hostPID) and API access")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -171,6 +173,13 @@ func run(o options) error {
 		d.SetAccessPolicy(w.Current, pods)
 	}
 
+	if o.reloadSignals {
+		if kc == nil {
+			return errors.New("--reload-signals needs Kubernetes API access (in-cluster or --kubeconfig) to read containers' IDs")
+		}
+		d.SetReload(kc, reload.Host{})
+	}
+
 	go func() { errc <- d.Serve(ctx, o.endpoint, o.shutdownGrace) }()
 	ready := &readiness{}
 	go ready.watchVault(ctx, prov.Health)
@@ -199,7 +208,7 @@ func run(o options) error {
 	}
 	klog.InfoS("vault-csi-driver started", "version", version, "node", o.nodeID, "vault", o.vaultAddr,
 		"authMethod", prov.Config().AuthMethod, "authMount", prov.Config().AuthMount,
-		"policy", o.policyFile != "", "events", rep.Events != nil)
+		"policy", o.policyFile != "", "events", rep.Events != nil, "reloadSignals", o.reloadSignals)
 	select {
 	case err := <-errc:
 		stop()

@@ -30,6 +30,7 @@ type Event struct {
 	Node                                         string    // empty: the Logger's node
 	Action                                       ops.Action
 	Namespace, Pod, PodUID, ServiceAccount, Role string
+	Container, Signal                            string // a reload signal's target and signal
 	Paths                                        []string
 	Versions                                     map[string]int64 // KV v2 versions by path
 	LeaseIDs                                     []string         // hashed on output
@@ -50,6 +51,8 @@ type line struct {
 	PodUID         string           `json:"pod_uid,omitempty"`
 	ServiceAccount string           `json:"service_account,omitempty"`
 	Role           string           `json:"role,omitempty"`
+	Container      string           `json:"container,omitempty"`
+	Signal         string           `json:"signal,omitempty"`
 	Paths          []string         `json:"paths,omitempty"`
 	Versions       map[string]int64 `json:"versions,omitempty"` // keys sorted by encoding/json
 	LeaseIDs       []string         `json:"lease_ids,omitempty"`
@@ -97,6 +100,8 @@ func (l *Logger) Log(e Event) {
 		PodUID:         e.PodUID,
 		ServiceAccount: e.ServiceAccount,
 		Role:           e.Role,
+		Container:      e.Container,
+		Signal:         e.Signal,
 		Paths:          e.Paths,
 		Versions:       e.Versions,
 		Decision:       string(e.Decision),

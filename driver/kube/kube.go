@@ -1,6 +1,7 @@
 // Package kube is the driver's only contact with the Kubernetes API: it
-// reads a pod's labels for the access policy (only when a rule needs them)
-// and records Events on pods. Publishing never waits on the API server for
+// reads a pod's labels for the access policy (only when a rule needs them),
+// a pod's containers and their status for reload signals (only for pods
+// that ask for one), and records Events on pods. Publishing never waits on the API server for
 // anything else, and no client-side rate limiter sits on the label lookup:
 // a burst of pods must not queue behind one (a peer's 5 QPS limit did that).
 //
@@ -85,6 +86,16 @@ func NewForConfig(cfg *rest.Config) (*Client, error) {
 // PodLabels returns the labels of the pod, checking that its UID is the
 // one kubelet named.
 func (c *Client) PodLabels(ctx context.Context, namespace, name, uid string) (map[string]string, error) {
+	pod, err := c.Pod(ctx, namespace, name, uid)
+	if err != nil {
+		return nil, err
+	}
+	return pod.Labels, nil
+}
+
+// Pod returns the pod (its containers and their status, for reload
+// signals), checking that its UID is the one kubelet named.
+func (c *Client) Pod(ctx context.Context, namespace, name, uid string) (*corev1.Pod, error) {
 	var pod corev1.Pod
 	err := c.rc.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(&pod)
 	if apierrors.IsNotFound(err) {
@@ -96,7 +107,7 @@ func (c *Client) PodLabels(ctx context.Context, namespace, name, uid string) (ma
 	if string(pod.UID) != uid {
 		return nil, fmt.Errorf("pod %s/%s: %w: uid is %s, the volume names %s", namespace, name, ErrPodMismatch, pod.UID, uid)
 	}
-	return pod.Labels, nil
+	return &pod, nil
 }
 
 // sink writes events through the REST client (record.EventSink).

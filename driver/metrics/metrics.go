@@ -59,6 +59,7 @@ type Metrics struct {
 	reloadFailing  prometheus.Gauge
 	perOperation   *prometheus.HistogramVec
 	revokeRetries  *prometheus.CounterVec
+	reloadSignals  *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go and process
@@ -123,12 +124,18 @@ func New() *Metrics {
 			Name:      "revocation_retries_total",
 			Help:      "Background retries of Vault token revocations that failed at first (Vault unreachable), by outcome: ok (revoked), failed (retried later with backoff), expired (dropped: the token's TTL passed, so Vault revoked it).",
 		}, []string{"outcome"}),
+		reloadSignals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "reload_signals_total",
+			Help:      "Reload signals after a refresh that changed files, by signal and outcome: ok (sent), not-running (the container is not running), not-found (no such container or process), failed.",
+		}, []string{"signal", "outcome"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.operations, m.vaultRequests, m.mounted, m.leases,
 		m.policyDenials, m.tokens, m.refreshFailure, m.policyReloads, m.reloadFailing, m.perOperation, m.revokeRetries,
+		m.reloadSignals,
 	)
 	// Series a dashboard divides by or alerts on exist from the start at 0,
 	// so that rate() and absent() behave before the first event.
@@ -277,4 +284,13 @@ func (m *Metrics) RevocationRetry(outcome ops.Outcome) {
 		return
 	}
 	m.revokeRetries.WithLabelValues(string(outcome)).Inc()
+}
+
+// ReloadSignal counts one reload signal by signal name (SIGHUP, ...) and
+// outcome (ok, not-running, not-found, failed): bounded sets.
+func (m *Metrics) ReloadSignal(signal ops.ReloadSignal, outcome ops.Outcome) {
+	if m == nil {
+		return
+	}
+	m.reloadSignals.WithLabelValues(string(signal), string(outcome)).Inc()
 }

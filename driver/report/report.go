@@ -37,12 +37,19 @@ const (
 	ReasonRefreshFailed = "VaultSecretsRefreshFailed"
 	ReasonDenied        = "VaultSecretsDenied"
 	ReasonMountFailed   = "VaultSecretsMountFailed"
+	// A reload signal after a refresh changed files: sent, or not sent.
+	ReasonReloadSignalled = "VaultSecretsReloadSignalled"
+	ReasonReloadFailed    = "VaultSecretsReloadFailed"
 )
 
 // Observe implements driver.Observer.
 func (r *Reporter) Observe(op driver.Op) {
-	if op.Kind == ops.RevokeRetry {
+	switch op.Kind {
+	case ops.RevokeRetry:
 		r.revokeRetry(op)
+		return
+	case ops.Signal:
+		r.reloadSignal(op)
 		return
 	}
 	r.metrics(op)
@@ -222,4 +229,34 @@ func (r *Reporter) revokeRetry(op driver.Op) {
 		e.Error = "the token expired before Vault could be reached: Vault revoked it and its leases"
 	}
 	r.Audit.Log(e)
+}
+
+// reloadSignal reports a reload signal: a metric, an audit line
+// ("action":"signal") and an Event, Normal when it was sent, Warning when
+// not (the refresh itself succeeded: the files were rotated).
+func (r *Reporter) reloadSignal(op driver.Op) {
+	r.Metrics.ReloadSignal(op.Signal, op.Outcome)
+	if r.Audit != nil {
+		e := audit.Event{
+			Action:    ops.ActionSignal,
+			Namespace: op.Pod.Namespace, Pod: op.Pod.PodName, PodUID: op.Pod.PodUID,
+			ServiceAccount: op.Pod.ServiceAccount, Role: op.Role,
+			Container: op.Container, Signal: string(op.Signal), Latency: op.Latency,
+		}
+		if op.Err != nil {
+			e.Error = string(op.Outcome) + ": " + message(op.Err)
+		}
+		r.Audit.Log(e)
+	}
+	if r.Events == nil || op.Pod.PodName == "" {
+		return
+	}
+	p := op.Pod
+	if op.Outcome == ops.OK {
+		r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Normal", ReasonReloadSignalled,
+			fmt.Sprintf("sent %s to container %q after its secrets changed", op.Signal, op.Container))
+		return
+	}
+	r.Events.Event(p.Namespace, p.PodName, p.PodUID, "Warning", ReasonReloadFailed,
+		fmt.Sprintf("no %s sent to container %q (%s): %s; the files were rotated", op.Signal, op.Container, op.Outcome, message(op.Err)))
 }
