@@ -173,6 +173,9 @@ func TestChartDefaults(t *testing.T) {
 	if _, ok := a["policy-file"]; ok {
 		t.Error("--policy-file without an access policy")
 	}
+	if _, ok := a["reload-signals"]; ok || ps.HostPID {
+		t.Errorf("reload signals are off by default: --reload-signals %v, hostPID %v", ok, ps.HostPID)
+	}
 	for _, v := range ps.Volumes {
 		if v.Name == "state-dir" && (v.HostPath == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate) {
 			t.Errorf("state dir volume: %+v", v)
@@ -224,6 +227,14 @@ func TestChartOptions(t *testing.T) {
 	}
 	if env["KUBERNETES_SERVICE_HOST"] != "127.0.0.1" || env["KUBERNETES_SERVICE_PORT"] != "6443" || env["FOO"] != "bar" {
 		t.Errorf("env = %v", env)
+	}
+	if on := render(t, "1.35.0", "reloadSignals.enabled=true"); !on.daemonSet.Spec.Template.Spec.HostPID {
+		t.Error("reloadSignals.enabled=true: the driver pod needs hostPID")
+	} else if _, ok := args(on.daemonSet)["reload-signals"]; !ok {
+		t.Error("reloadSignals.enabled=true: no --reload-signals")
+	}
+	if _, err := runHelm(t, nil, "template", "r", chartDir, "--kube-version", "1.35.0", "--set", "reloadSignals.on=true"); err == nil {
+		t.Error("the schema should refuse reloadSignals.on")
 	}
 	if _, err := runHelm(t, nil, "template", "r", chartDir, "--kube-version", "1.35.0", "--set", "auth.method=ldap"); err == nil {
 		t.Error("the schema should refuse auth.method=ldap")
