@@ -178,6 +178,7 @@ func TestE2E(t *testing.T) {
 		t.Run("9 access policy denial names the rule", s.testAccessPolicy)
 		t.Run("helm test", s.testHelmTest)
 	})
+	t.Run("12 reload signals", s.testReload)
 	t.Run("6 driver pod deleted and back", s.testDriverRestart)
 	t.Run("5 Vault down at start and during rotation", s.testVaultOutage)
 	t.Run("8 burst of pods", s.testBurst)
@@ -230,7 +231,7 @@ func newSuite(t *testing.T) *suite {
 	// Namespaces, service accounts, and the reviewer Vault uses for TokenReviews.
 	for ns, sas := range map[string][]string{
 		releaseNS:   {reviewerSA},
-		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk", "upgrade"},
+		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk", "upgrade", reloadSA, refusedSA},
 		s.blockedNS: {"app"},
 	} {
 		if err := ensureNamespace(kc, ns, sas...); err != nil {
@@ -266,8 +267,8 @@ func newSuite(t *testing.T) *suite {
 		roles: map[string][2]string{
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},
 			"revoke": {s.appNS, "revoke"}, "restart": {s.appNS, "restart"}, "outage": {s.appNS, "outage"},
-			"upgrade": {s.appNS, "upgrade"},
-			"bulk":    {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
+			"upgrade": {s.appNS, "upgrade"}, reloadRole: {s.appNS, reloadSA},
+			"bulk": {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
 			// The chart's `helm test` pod mounts a Vault volume as this account.
 			"helmtest": {releaseNS, release + "-vault-csi-driver-test"},
 		},
@@ -289,6 +290,9 @@ func newSuite(t *testing.T) *suite {
 			"e2e/helmtest/x": {"value": "helm"},
 		},
 	}
+	for k, v := range reloadSecrets() {
+		s.setup.secrets[k] = v
+	}
 	if err := s.setup.apply(s.vc); err != nil {
 		t.Fatal(err)
 	}
@@ -301,11 +305,13 @@ func newSuite(t *testing.T) *suite {
 		"rotationPeriod": "10s",
 		"kubeletDir":     cfg.kubeletDir,
 		"hostNetwork":    cfg.hostNetwork,
-		"accessPolicy": map[string]any{"rules": []any{
+		"accessPolicy": map[string]any{"rules": append(append([]any{
 			map[string]any{"name": ruleBlockedNS, "effect": "deny", "namespaces": []string{s.blockedNS}},
 			map[string]any{"name": ruleLabel, "effect": "deny", "podLabels": "vault-csi-e2e/deny=true"},
+		}, reloadRules(s.appNS)...),
 			map[string]any{"name": "e2e-allow-the-rest", "effect": "allow", "paths": []string{"secret/data/e2e/**"}},
-		}},
+		)},
+		"reloadSignals": map[string]any{"enabled": true}, // scenario 12
 		"test": map[string]any{
 			"image": map[string]any{"repository": strings.Split(cfg.busybox, ":")[0], "tag": tagOf(cfg.busybox), "pullPolicy": cfg.pullPolicy},
 			"role":  "helmtest", "secrets": oneSecret("helmtest"),
