@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -13,10 +14,11 @@ const (
 	otherPod   = "11111111-2222-4333-8444-555555555555"
 )
 
-// cgroupCases are /proc/<pid>/cgroup files. "captured" rows are real
+// cgroupCases are /proc/<pid>/cgroup files. "captured" rows are the real
 // lines from the local cluster (hack/cluster: containerd 1.6, runc,
-// kubelet's cgroupfs driver, cgroup v1 hybrid) with their ids replaced by
-// the test ids; the others are written from the runtimes' documented
+// kubelet's cgroupfs driver, cgroup v1 hybrid: nine v1 hierarchies and the
+// unified 0:: line all name the container) with their ids replaced by the
+// test ids; the others are written from the runtimes' documented
 // naming (kubelet cm/cgroup_manager, containerd's and CRI-O's systemd
 // scope names) and are proved only by this table.
 var cgroupCases = []struct {
@@ -46,15 +48,24 @@ var cgroupCases = []struct {
 	{"empty", "", false},
 }
 
-// captured renders what the local cluster's /proc/<pid>/cgroup showed for
-// a test pod's container (E2E scenario 12a logs it), for pod uid and id.
+// capturedFile is /proc/<pid>/cgroup of a test pod's main process on the
+// local cluster (e2e scenario 12a logs it), verbatim; capturedPod and
+// capturedID are that pod's UID and container ID.
+const (
+	capturedFile = "testdata/containerd-cgroupfs-v1-hybrid.cgroup"
+	capturedPod  = "c631ece3-565b-414e-8168-eed5f68b07a6"
+	capturedID   = "c0afbc0327f1ff2c8a8b080d0400944802252db1d215a911c11eb5c3867436c3"
+)
+
+// captured is the captured file with its pod UID and container ID
+// replaced by uid and id, so the table can ask about other pods and
+// containers with the same layout.
 func captured(uid, id string) string {
-	p := "/kubepods/besteffort/pod" + uid + "/" + id
-	return strings.Join([]string{
-		"12:rdma:/", "11:perf_event:" + p, "10:net_cls,net_prio:" + p, "9:hugetlb:" + p, "8:pids:" + p,
-		"7:blkio:" + p, "6:freezer:" + p, "5:devices:" + p, "4:memory:" + p, "3:cpuset:" + p,
-		"2:cpu,cpuacct:" + p, "1:name=systemd:" + p, "0::/",
-	}, "\n") + "\n"
+	b, err := os.ReadFile(capturedFile)
+	if err != nil {
+		panic(err)
+	}
+	return strings.NewReplacer(capturedPod, uid, capturedID, id).Replace(string(b))
 }
 
 func TestInContainer(t *testing.T) {
@@ -117,5 +128,19 @@ func TestNSInit(t *testing.T) {
 		if got := nsInit(status); got != want {
 			t.Errorf("nsInit(%q) = %v, want %v", status, got, want)
 		}
+	}
+}
+
+// The captured file, unchanged, names its own pod and container.
+func TestInContainerCaptured(t *testing.T) {
+	b, err := os.ReadFile(capturedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !InContainer(string(b), capturedPod, capturedID) {
+		t.Errorf("the captured cgroup file does not name its own container:\n%s", b)
+	}
+	if len(cgroupPaths(string(b))) != 10 {
+		t.Errorf("cgroupPaths found %d paths, want 10 (9 v1 hierarchies and the unified line)", len(cgroupPaths(string(b))))
 	}
 }
