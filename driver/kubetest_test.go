@@ -31,6 +31,7 @@ func TestAPIServer(t *testing.T) {
 	t.Run("policy pod labels", func(t *testing.T) { testPolicyPodLabels(t, c) })
 	t.Run("events", func(t *testing.T) { testPodEvents(t, c) })
 	t.Run("event rate limit", func(t *testing.T) { testEventRateLimit(t, c) })
+	t.Run("reload signals", func(t *testing.T) { testReloadSignals(t, c) })
 }
 
 // startKubeCluster returns the control plane this run shares (make unit
