@@ -88,8 +88,7 @@ func testReloadSignals(t *testing.T, c *kubeCluster) {
 		t.Fatal(err)
 	}
 	republish() // due, but nothing changed
-	// The signal follows the call's reply; the refreshes below prove it
-	// would have arrived by then.
+	// The signal is sent after the target lock, before the call returns.
 	put("r2")
 	republish()
 	defer func() {
@@ -129,6 +128,21 @@ func testReloadSignals(t *testing.T, c *kubeCluster) {
 	if n := countLines(signals); n != 2 {
 		t.Errorf("%d signals, want still 2", n)
 	}
+
+	// Running by its status, but no process of that container on the node.
+	setContainerStatus(t, c, pod, "containerd://"+strings.Repeat("ab", 32), corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}})
+	put("r5")
+	republish()
+	waitEvent(t, c, pod, "Warning", "VaultSecretsReloadFailed", "not-found")
+	if got := d.scrape(t).value("vault_csi_reload_signals_total", map[string]string{"outcome": "not-found"}); got != 1 {
+		t.Errorf("vault_csi_reload_signals_total{not-found} = %v, want 1", got)
+	}
+	if got := read(t, filepath.Join(target, "value")); got != "r5" {
+		t.Errorf("value = %q, want r5", got)
+	}
+	if n := countLines(signals); n != 2 {
+		t.Errorf("%d signals, want still 2", n)
+	}
 	unpublish(t, d.driverProc, target)
 }
 
@@ -136,12 +150,17 @@ func testReloadSignals(t *testing.T, c *kubeCluster) {
 // as kubelet would report it.
 func setContainerState(t *testing.T, c *kubeCluster, p vaulttest.Pod, st corev1.ContainerState) {
 	t.Helper()
+	setContainerStatus(t, c, p, "containerd://"+fakeContainerID, st)
+}
+
+func setContainerStatus(t *testing.T, c *kubeCluster, p vaulttest.Pod, id string, st corev1.ContainerState) {
+	t.Helper()
 	pods := c.cs.CoreV1().Pods(p.Namespace)
 	pod, err := pods.Get(ctxT(t), p.PodName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Image: "busybox:1.35", ContainerID: "containerd://" + fakeContainerID,
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Image: "busybox:1.35", ContainerID: id,
 		State: st, Ready: st.Running != nil}}
 	if _, err := pods.UpdateStatus(ctxT(t), pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
