@@ -88,7 +88,7 @@ func (h Host) inContainer(pid int, podUID, containerID string) bool {
 // whether it is PID 1 of its PID namespace from /proc/<pid>/status.
 func (h Host) stat(pid int) (proc, error) {
 	dir := filepath.Join(h.proc(), strconv.Itoa(pid))
-	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	b, err := os.ReadFile(filepath.Join(dir, "stat")) //nolint:gosec // <proc>/<pid number>/stat
 	if err != nil {
 		return proc{}, err
 	}
@@ -97,7 +97,7 @@ func (h Host) stat(pid int) (proc, error) {
 		return proc{}, fmt.Errorf("%s/stat: %w", dir, err)
 	}
 	p.pid = pid
-	if s, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+	if s, err := os.ReadFile(filepath.Join(dir, "status")); err == nil { //nolint:gosec // <proc>/<pid number>/status
 		p.nsInit = nsInit(string(s))
 	}
 	return p, nil

@@ -54,7 +54,13 @@ func TestObserveReloadSignal(t *testing.T) {
 					t.Errorf("event %q does not contain %q", sink.events[0].msg, w)
 				}
 			}
-			var l struct{ Action, Container, Signal, Pod, Error string }
+			var l struct {
+				Action    string `json:"action"`
+				Container string `json:"container"`
+				Signal    string `json:"signal"`
+				Pod       string `json:"pod"`
+				Error     string `json:"error"`
+			}
 			if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &l); err != nil {
 				t.Fatalf("audit %q: %v", buf, err)
 			}

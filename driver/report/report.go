@@ -44,11 +44,11 @@ const (
 
 // Observe implements driver.Observer.
 func (r *Reporter) Observe(op driver.Op) {
-	switch op.Kind {
-	case ops.RevokeRetry:
+	if op.Kind == ops.RevokeRetry {
 		r.revokeRetry(op)
 		return
-	case ops.Signal:
+	}
+	if op.Kind == ops.Signal {
 		r.reloadSignal(op)
 		return
 	}
