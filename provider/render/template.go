@@ -1,0 +1,364 @@
+package render
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"text/template"
+	"text/template/parse"
+)
+
+// Bounds on one template.
+const (
+	MaxTemplateBytes = 16 << 10
+	// MaxRefs bounds the distinct secrets one template reads.
+	MaxRefs = 32
+	// maxRangeDepth bounds nested range loops: each level multiplies the
+	// work by the length of a list, and a loop with no output is not
+	// stopped by the output limit.
+	maxRangeDepth = 2
+)
+
+// funcSecret is the template function that names a Vault read.
+const funcSecret = "secret"
+
+// Ref is one Vault read a template names: secret "path" ["k=v" ...].
+type Ref struct {
+	Path string
+	Args map[string]string // nil: a plain read
+}
+
+// Template is a parsed, checked template. It is safe for concurrent use.
+type Template struct {
+	t    *template.Template
+	Refs []Ref // in the order the template first names them, distinct
+}
+
+// Lookup returns the fields of a secret the template named.
+type Lookup func(Ref) (map[string]any, error)
+
+// Parse checks src and finds every secret it reads. Only literal strings
+// may name a path or an arg; define, template and block (recursion), call,
+// range over anything but data, and deeper nesting of range are refused.
+func Parse(name, src string) (*Template, error) {
+	if len(src) > MaxTemplateBytes {
+		return nil, fmt.Errorf("%w: %d bytes; at most %d", ErrInvalid, len(src), MaxTemplateBytes)
+	}
+	if strings.TrimSpace(src) == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalid)
+	}
+	t, err := template.New(name).Option("missingkey=error").Funcs(funcs(nil)).Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, parseMsg(err))
+	}
+	if len(t.Templates()) > 1 {
+		return nil, fmt.Errorf("%w: define and block are not allowed (one template per file)", ErrInvalid)
+	}
+	w := &walker{src: src, seen: map[string]bool{}}
+	if err := w.node(t.Tree.Root, 0); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if len(w.refs) == 0 {
+		return nil, fmt.Errorf("%w: reads no secret (use secret \"<path>\")", ErrInvalid)
+	}
+	return &Template{t: t, Refs: w.refs}, nil
+}
+
+// parseMsg drops text/template's "template: name:" prefix, keeping line:col.
+func parseMsg(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "template: ")
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	return msg
+}
+
+type walker struct {
+	src  string
+	refs []Ref
+	seen map[string]bool
+}
+
+func (w *walker) node(n parse.Node, depth int) error {
+	switch n := n.(type) {
+	case nil:
+		return nil
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := w.node(c, depth); err != nil {
+				return err
+			}
+		}
+	case *parse.ActionNode:
+		return w.pipe(n.Pipe)
+	case *parse.IfNode:
+		return w.branch(&n.BranchNode, depth)
+	case *parse.WithNode:
+		return w.branch(&n.BranchNode, depth)
+	case *parse.RangeNode:
+		if depth+1 > maxRangeDepth {
+			return fmt.Errorf("line %d: range nested deeper than %d", w.line(n), maxRangeDepth)
+		}
+		if err := rangeOver(n.Pipe); err != nil {
+			return fmt.Errorf("line %d: %w", w.line(n), err)
+		}
+		if err := w.pipe(n.Pipe); err != nil {
+			return err
+		}
+		if err := w.node(n.List, depth+1); err != nil {
+			return err
+		}
+		return w.node(n.ElseList, depth)
+	case *parse.TemplateNode:
+		return fmt.Errorf("line %d: template and block are not allowed", w.line(n))
+	case *parse.PipeNode:
+		return w.pipe(n)
+	}
+	return nil
+}
+
+func (w *walker) branch(b *parse.BranchNode, depth int) error {
+	if err := w.pipe(b.Pipe); err != nil {
+		return err
+	}
+	if err := w.node(b.List, depth); err != nil {
+		return err
+	}
+	return w.node(b.ElseList, depth)
+}
+
+func (w *walker) pipe(p *parse.PipeNode) error {
+	if p == nil {
+		return nil
+	}
+	for _, c := range p.Cmds {
+		if err := w.command(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *walker) command(c *parse.CommandNode) error {
+	if len(c.Args) == 0 {
+		return nil
+	}
+	if id, ok := c.Args[0].(*parse.IdentifierNode); ok {
+		switch id.Ident {
+		case "call":
+			return fmt.Errorf("line %d: call is not allowed", w.line(c))
+		case funcSecret:
+			return w.secret(c)
+		}
+	}
+	for _, a := range c.Args {
+		switch a := a.(type) {
+		case *parse.PipeNode:
+			if err := w.pipe(a); err != nil {
+				return err
+			}
+		case *parse.ChainNode:
+			if p, ok := a.Node.(*parse.PipeNode); ok {
+				if err := w.pipe(p); err != nil {
+					return err
+				}
+			}
+		case *parse.IdentifierNode:
+			if a.Ident == funcSecret {
+				return fmt.Errorf("line %d: secret must be called with a literal path, as in secret \"kv/data/app\"", w.line(c))
+			}
+		}
+	}
+	return nil
+}
+
+// secret records a call's literal path and args.
+func (w *walker) secret(c *parse.CommandNode) error {
+	if len(c.Args) < 2 {
+		return fmt.Errorf("line %d: secret must be called with a literal path, as in secret \"kv/data/app\"", w.line(c))
+	}
+	var ref Ref
+	for i, a := range c.Args[1:] {
+		s, ok := a.(*parse.StringNode)
+		if !ok {
+			return fmt.Errorf("line %d: secret's path and args must be literal strings (the access policy checks them before anything is read)", w.line(c))
+		}
+		if i == 0 {
+			ref.Path = s.Text
+			continue
+		}
+		k, v, ok := strings.Cut(s.Text, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("line %d: secret's args are \"name=value\" strings", w.line(c))
+		}
+		if ref.Args == nil {
+			ref.Args = map[string]string{}
+		}
+		if _, dup := ref.Args[k]; dup {
+			return fmt.Errorf("line %d: secret arg %q given twice", w.line(c), k)
+		}
+		ref.Args[k] = v
+	}
+	if key := RefKey(ref); !w.seen[key] {
+		if len(w.refs) >= MaxRefs {
+			return fmt.Errorf("line %d: reads more than %d secrets", w.line(c), MaxRefs)
+		}
+		w.seen[key] = true
+		w.refs = append(w.refs, ref)
+	}
+	return nil
+}
+
+// RefKey identifies a read: its path and its args in a stable order.
+func RefKey(r Ref) string {
+	var b strings.Builder
+	b.WriteString(r.Path)
+	for _, k := range sortedKeys(r.Args) {
+		fmt.Fprintf(&b, "\x00%s=%s", k, r.Args[k])
+	}
+	return b.String()
+}
+
+// rangeOver accepts a range over data only (a field, a variable, index or
+// a secret): never over a number or a function's result, which is how a
+// template burns CPU without writing anything.
+func rangeOver(p *parse.PipeNode) error {
+	if p == nil || len(p.Cmds) == 0 {
+		return nil
+	}
+	last := p.Cmds[len(p.Cmds)-1]
+	if len(last.Args) == 0 {
+		return nil
+	}
+	switch a := last.Args[0].(type) {
+	case *parse.FieldNode, *parse.VariableNode, *parse.DotNode:
+		return nil
+	case *parse.ChainNode:
+		if _, ok := a.Node.(*parse.PipeNode); !ok {
+			return nil
+		}
+	case *parse.IdentifierNode:
+		if a.Ident == "index" || a.Ident == funcSecret {
+			return nil
+		}
+	case *parse.NumberNode:
+		return errors.New("range over an integer is not allowed")
+	}
+	return errors.New("range is only allowed over data (a field, a variable, index or secret)")
+}
+
+// line is the 1-based line of n (its Position is a byte offset).
+func (w *walker) line(n parse.Node) int {
+	pos := int(n.Position())
+	if pos > len(w.src) {
+		pos = len(w.src)
+	}
+	return strings.Count(w.src[:pos], "\n") + 1
+}
+
+// missingKeyRE finds the key in text/template's missingkey=error message.
+var missingKeyRE = regexp.MustCompile(`map has no entry for key "((?:[^"\\]|\\.)*)"`)
+
+// Execute renders the template into at most max bytes (0: no bound),
+// reading secrets through get. The output is counted while it is written,
+// so a template cannot build a file larger than max in memory.
+func (t *Template) Execute(get Lookup, max int64) ([]byte, error) {
+	fields := map[string]map[string]any{}
+	var order []Ref
+	secret := func(path string, args ...string) (map[string]any, error) {
+		ref := Ref{Path: path}
+		for _, a := range args {
+			k, v, _ := strings.Cut(a, "=")
+			if ref.Args == nil {
+				ref.Args = map[string]string{}
+			}
+			ref.Args[k] = v
+		}
+		key := RefKey(ref)
+		if m, ok := fields[key]; ok {
+			return m, nil
+		}
+		m, err := get(ref)
+		if err != nil {
+			return nil, err
+		}
+		fields[key] = m
+		order = append(order, ref)
+		return m, nil
+	}
+	clone, err := t.t.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	clone.Funcs(funcs(secret))
+	w := &limitWriter{max: max}
+	if err := clone.Execute(w, nil); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return nil, ErrTooLarge
+		}
+		if m := missingKeyRE.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("%w: key %q not in %s", ErrMissingKey, m[1], missingFrom(order, fields, m[1]))
+		}
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, scrub(execMsg(err), fields))
+	}
+	return w.buf, nil
+}
+
+// missingFrom names the secret(s) the template read that lack key.
+func missingFrom(order []Ref, fields map[string]map[string]any, key string) string {
+	var names []string
+	for _, r := range order {
+		if _, ok := fields[RefKey(r)][key]; !ok {
+			names = append(names, r.Path)
+		}
+	}
+	if len(names) == 0 {
+		return "the data the template reads"
+	}
+	return strings.Join(names, ", ")
+}
+
+// execMsg keeps text/template's location and cause on one short line.
+func execMsg(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "template: ")
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return msg
+}
+
+// scrub cuts every string value of the secrets read out of msg: an error
+// is logged and put in Events, a value never is.
+func scrub(msg string, fields map[string]map[string]any) string {
+	for _, m := range fields {
+		for _, v := range m {
+			if s, ok := v.(string); ok && len(s) >= 3 {
+				msg = strings.ReplaceAll(msg, s, "[redacted]")
+			}
+		}
+	}
+	return msg
+}
+
+// limitWriter keeps what is written, up to max bytes.
+type limitWriter struct {
+	buf []byte
+	max int64
+}
+
+func (w *limitWriter) Write(p []byte) (int, error) {
+	if w.max > 0 && int64(len(w.buf))+int64(len(p)) > w.max {
+		return 0, ErrTooLarge
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+var _ io.Writer = (*limitWriter)(nil)
