@@ -237,12 +237,10 @@ func rangeOver(p *parse.PipeNode) error {
 		return nil
 	}
 	switch a := last.Args[0].(type) {
-	case *parse.FieldNode, *parse.VariableNode, *parse.DotNode:
-		return nil
-	case *parse.ChainNode:
-		if _, ok := a.Node.(*parse.PipeNode); !ok {
-			return nil
-		}
+	case *parse.FieldNode, *parse.VariableNode, *parse.DotNode, *parse.ChainNode:
+		return nil // data, or a field of something (a field of a number fails)
+	case *parse.PipeNode:
+		return rangeOver(a)
 	case *parse.IdentifierNode:
 		if a.Ident == "index" || a.Ident == funcSecret {
 			return nil
