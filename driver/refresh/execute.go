@@ -175,10 +175,14 @@ func (r *run) fetch(ctx context.Context, p Plan, fetch map[string]bool, infos []
 		}
 		have := func(name string) bool { _, ok := current[name]; return ok }
 		req.Secrets = selectSpecs(specs, fetch, have, leased)
+		deferUnread(infos, req.Secrets, fetch, r.now)
 	}
-	res, err := r.f.Fetch(ctx, &req)
-	if err != nil {
-		return nil, nil, nil, err
+	res := &provider.Result{Session: sess} // nothing to render anew: no Vault call
+	if p.Full || len(req.Secrets) > 0 {
+		var err error
+		if res, err = r.f.Fetch(ctx, &req); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	r.held, r.fetched = res.Session, res.Secrets
 	if res.LoggedIn && !p.Full {

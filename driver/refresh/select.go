@@ -1,15 +1,20 @@
 package refresh
 
-import "vaultcsi.dev/driver/provider"
+import (
+	"time"
+
+	"vaultcsi.dev/driver/provider"
+)
 
 // selectSpecs picks the files a partial refresh renders anew, given the
 // paths due (fetch) and the files the volume has (have). A file is rendered
 // from one read per (path, args), so every file that shares a read that is
 // fetched is rendered from it too (one credential per path per volume). A
 // file made of several reads (a template, passwordFrom) is rendered anew
-// when one of its reads is due and none of its leased reads (a dynamic
-// credential, a certificate) is still good: re-reading those would mint a
-// new credential; it waits until its lease is fetched anew. A missing file
+// when one of its leased reads (a dynamic credential, a certificate) is
+// fetched anew, or when only static reads make it up; a static read alone
+// does not re-read its leased ones (that would mint a new credential): it
+// waits for the credential's next fetch. A missing file
 // is always rendered. The paths to read grow with what is selected.
 func selectSpecs(specs []provider.SecretSpec, fetch map[string]bool, have func(string) bool, leased map[string]bool) []provider.SecretSpec {
 	picked := make([]bool, len(specs))
@@ -53,9 +58,31 @@ func wants(s provider.SecretSpec, fetch map[string]bool, have func(string) bool,
 		return due
 	}
 	for _, r := range reads {
-		if leased[r.Path] && !fetch[r.Path] {
-			return false
+		if leased[r.Path] && fetch[r.Path] {
+			return true // a credential it shows is replaced
+		}
+	}
+	for _, r := range reads {
+		if leased[r.Path] {
+			return false // only static reads are due: wait for the credential
 		}
 	}
 	return true
+}
+
+// deferUnread restarts the clock of the due paths no selected file reads
+// (a password kept until its certificate is issued anew), so that they are
+// not due again on every re-publish.
+func deferUnread(infos []provider.SecretInfo, selected []provider.SecretSpec, fetch map[string]bool, now time.Time) {
+	read := map[string]bool{}
+	for _, s := range selected {
+		for _, r := range s.Reads() {
+			read[r.Path] = true
+		}
+	}
+	for i, s := range infos {
+		if fetch[s.Path] && !read[s.Path] {
+			infos[i].FetchedAt = now
+		}
+	}
 }
