@@ -50,6 +50,7 @@ func funcs(secret any) template.FuncMap {
 		"default":     dflt,
 		"pathEscape":  url.PathEscape,
 		"queryEscape": url.QueryEscape,
+		"urlEscape":   urlEscape,
 		"keys":        keys,
 	}
 }
@@ -150,6 +151,21 @@ func safePrintf(format string, args ...any) (string, error) {
 		}
 	}
 	return fmt.Sprintf(format, args...), nil
+}
+
+// urlEscape percent-encodes every byte but RFC 3986's unreserved ones, so
+// the result is safe in any part of a URL (a password in user:password@).
+func urlEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -32,6 +32,7 @@ func TestTemplateRenders(t *testing.T) {
 			"db.shop V-APP-X1", 2},
 		{"range over data", `{{ range (secret "secret/data/app").list }}[{{ . }}]{{ end }}`, "[a][b]", 1},
 		{"join and default", `{{ with secret "secret/data/app" }}{{ join "," .list }} {{ index . "none" | default "d" }}{{ end }}`, "a,b d", 1},
+		{"urlEscape", `{{ urlEscape "p@ss:w/rd +~" }}{{ with secret "secret/data/app" }}{{ end }}`, "p%40ss%3Aw%2Frd%20%2B~", 1},
 		{"printf small width", `{{ printf "%5s" (secret "secret/data/app").host }}`, "db.shop", 1},
 		{"toJson sorted", `{{ toJson (secret "database/creds/app") }}`, `{"password":"A1a-pw/secret","username":"v-app-x1"}`, 1},
 		{"args", `{{ (secret "pki/issue/web" "ttl=1h" "common_name=a.b").cn }}`, "a.b", 1},
