@@ -24,6 +24,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	keystore "github.com/pavlo-v-chernykh/keystore-go/v4"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"vaultcsi.dev/driver/provider/vaulttest"
@@ -345,5 +347,67 @@ func TestFormatsRealParts(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the driver's log holds a secret value (%d bytes)", len(secret))
 		}
+	}
+}
+
+// Every bad entry is refused with the right code and a message naming the
+// field, before any Vault call (Vault's request counter does not move), and
+// leaves nothing at the target; values that fail to render after the read
+// fail the first publish the same way, naming the file, path and key.
+func TestFormatsRejects(t *testing.T) {
+	d := startObservedDriver(t, vaultSrv, "--policy-file="+writePolicyFile(t, accessPolicy))
+	pki := "  path: pki/issue/web\n  args: {common_name: a.svc.cluster.local}\n"
+	tmpl := func(src string) string { return "- file: f\n  template: '" + src + "'\n" }
+	for _, tc := range []struct {
+		name, secrets string
+		code          codes.Code
+		want          []string
+		vault         bool // the failure comes after reading
+	}{
+		{"template with path", "- file: f\n  path: secret/data/db\n  template: '{{ secret \"secret/data/db\" }}'\n", codes.InvalidArgument, []string{"secrets[0].path", "template"}, false},
+		{"template with key", "- file: f\n  key: password\n  template: '{{ secret \"secret/data/db\" }}'\n", codes.InvalidArgument, []string{"secrets[0].key"}, false},
+		{"unknown format", "- file: f\n  format: jceks\n" + pki, codes.InvalidArgument, []string{"secrets[0].format", "unknown"}, false},
+		{"unknown encoding", "- file: f\n  path: secret/data/db\n  key: password\n  encoding: base32\n", codes.InvalidArgument, []string{"secrets[0].encoding"}, false},
+		{"format on a KV path", "- file: f\n  path: secret/data/db\n  format: pkcs12\n", codes.InvalidArgument, []string{"secrets[0].format", "PKI"}, false},
+		{"jks without password", "- file: f\n  format: jks\n" + pki, codes.InvalidArgument, []string{"secrets[0].passwordFrom"}, false},
+		{"non-literal path", tmpl(`{{ $p := "secret/data/db" }}{{ secret $p }}`), codes.InvalidArgument, []string{"secrets[0].template", "literal"}, false},
+		{"range over an integer", tmpl(`{{ secret "secret/data/db" }}{{ range 100000000 }}{{ end }}`), codes.InvalidArgument, []string{"secrets[0].template", "integer"}, false},
+		{"string repetition", tmpl(`{{ repeat 100000000 (secret "secret/data/db").password }}`), codes.InvalidArgument, []string{"secrets[0].template", "repeat"}, false},
+		{"template reads sys/", tmpl(`{{ secret "sys/mounts" }}`), codes.InvalidArgument, []string{"secrets[0].template", "sys/"}, false},
+		{"template path denied by policy", tmpl(`{{ (secret "secret/data/db").password }}{{ (secret "secret/data/other").x }}`), codes.PermissionDenied, []string{`rule "deny-other-team"`}, false},
+		{"passwordFrom denied by policy", "- file: f\n  format: pkcs12\n  passwordFrom: {path: secret/data/other, key: x}\n" + pki, codes.PermissionDenied, []string{"deny-other-team"}, false},
+		{"value is not hex", "- file: ok\n  path: secret/data/paypal\n  key: token\n- file: blob\n  path: secret/data/db\n  key: password\n  encoding: hex\n", codes.InvalidArgument, []string{"file blob", `key "password"`, "secret/data/db", "not hex"}, true},
+		{"template missing key", tmpl(`{{ with secret "secret/data/db" }}{{ .nokey }}{{ end }}`), codes.NotFound, []string{"file f", `"nokey"`, "secret/data/db"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := newTarget(t)
+			before := d.scrape(t).vaultRequests()
+			_, err := d.node.NodePublishVolume(ctxT(t), volume{target: target, pod: shopPod, secrets: tc.secrets}.request())
+			if status.Code(err) != tc.code {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.code)
+			}
+			msg := status.Convert(err).Message()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q does not name %q", msg, w)
+				}
+			}
+			for _, secret := range []string{dbPassword, paypalToken, otherValue} {
+				if strings.Contains(msg, secret) {
+					t.Errorf("error holds a secret value: %s", msg)
+				}
+			}
+			if n := d.scrape(t).vaultRequests() - before; !tc.vault && n != 0 {
+				t.Errorf("%v Vault requests before the refusal", n)
+			} else if tc.vault && n == 0 {
+				t.Error("no Vault request: the render-time case proves nothing")
+			}
+			if _, _, ok := mountOptions(t, target); ok {
+				t.Error("target left mounted after a failed publish")
+			}
+			if _, err := os.Stat(target); !os.IsNotExist(err) {
+				t.Errorf("target left behind after a failed publish: %v", err)
+			}
+		})
 	}
 }

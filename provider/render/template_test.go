@@ -24,7 +24,7 @@ var dbCreds = map[string]map[string]any{
 func TestTemplateRenders(t *testing.T) {
 	for _, tc := range []struct {
 		name, src, want string
-		refs         int
+		refs            int
 	}{
 		{"dsn", `{{- with secret "database/creds/app" }}postgres://{{ .username }}:{{ .password | queryEscape }}@db/app{{ end }}`,
 			"postgres://v-app-x1:A1a-pw%2Fsecret@db/app", 1},
