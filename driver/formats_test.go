@@ -411,3 +411,33 @@ func TestFormatsRejects(t *testing.T) {
 		})
 	}
 }
+
+// readJKSTrust reads a JKS truststore's certificates with keystore-go.
+func readJKSTrust(t *testing.T, path, password string) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := keystore.New()
+	if err := ks.Load(bytes.NewReader(b), []byte(password)); err != nil {
+		t.Fatalf("keystore-go: %v", err)
+	}
+	pool := x509.NewCertPool()
+	for _, alias := range ks.Aliases() {
+		e, err := ks.GetTrustedCertificateEntry(alias)
+		if err != nil {
+			t.Fatalf("truststore entry %s: %v", alias, err)
+		}
+		c, err := x509.ParseCertificate(e.Certificate.Content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.AddCert(c)
+	}
+	return pool
+}
+
+func x509VerifyOpts(roots *x509.CertPool) x509.VerifyOptions {
+	return x509.VerifyOptions{Roots: roots, DNSName: "web.shop.svc.cluster.local"}
+}
