@@ -125,7 +125,7 @@ func checkPKCS12(t *testing.T, path, password string) *x509.Certificate {
 	if err != nil {
 		t.Fatalf("go-pkcs12: %v", err)
 	}
-	if key.(*rsa.PrivateKey).PublicKey.N.Cmp(cert.PublicKey.(*rsa.PublicKey).N) != 0 {
+	if key.(*rsa.PrivateKey).N.Cmp(cert.PublicKey.(*rsa.PublicKey).N) != 0 {
 		t.Fatal("PKCS#12 key does not match its certificate")
 	}
 	out, err := exec.Command("openssl", "pkcs12", "-info", "-in", path, "-passin", "pass:"+password, "-nokeys").CombinedOutput()
@@ -154,7 +154,7 @@ func checkJKS(t *testing.T, path, password string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(e.PrivateKey)
-	if err != nil || k.(*rsa.PrivateKey).PublicKey.N.Cmp(c.PublicKey.(*rsa.PublicKey).N) != 0 {
+	if err != nil || k.(*rsa.PrivateKey).N.Cmp(c.PublicKey.(*rsa.PublicKey).N) != 0 {
 		t.Fatalf("JKS key does not match its certificate: %v", err)
 	}
 	return c

@@ -26,6 +26,7 @@ func ParseEncoding(s string) (Encoding, error) {
 	switch e := Encoding(s); e {
 	case EncodingBase64, EncodingHex:
 		return e, nil
+	case EncodingNone:
 	}
 	return EncodingNone, fmt.Errorf("%w: unknown encoding (want one of %s)", ErrInvalid, Encodings)
 }

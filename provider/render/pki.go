@@ -44,6 +44,7 @@ func ParseFormat(s string) (Format, error) {
 	switch f := Format(s); f {
 	case FormatPEMBundle, FormatPKCS12, FormatPKCS12Trust, FormatJKS, FormatJKSTrust:
 		return f, nil
+	case FormatNone:
 	}
 	return FormatNone, fmt.Errorf("%w: unknown format (want one of %s)", ErrInvalid, Formats)
 }
@@ -98,6 +99,7 @@ func Write(f Format, fields map[string]any, password string) ([]byte, error) {
 		return out, nil
 	case FormatJKS, FormatJKSTrust:
 		return writeJKS(f, is, password, rnd)
+	case FormatNone:
 	}
 	return nil, fmt.Errorf("%w: unknown format", ErrInvalid)
 }

@@ -93,7 +93,7 @@ func TestFormats(t *testing.T) {
 		if err != nil || !c.Equal(leaf) || len(chain) != 1 || !chain[0].Equal(ca) {
 			t.Fatalf("pkcs12: %v", err)
 		}
-		if k.(*rsa.PrivateKey).PublicKey.N.Cmp(leaf.PublicKey.(*rsa.PublicKey).N) != 0 {
+		if k.(*rsa.PrivateKey).N.Cmp(leaf.PublicKey.(*rsa.PublicKey).N) != 0 {
 			t.Fatal("pkcs12 key does not match its certificate")
 		}
 		if _, _, err := pkcs12.Decode(p12, "wrong"); err == nil {
@@ -119,7 +119,7 @@ func TestFormats(t *testing.T) {
 			t.Fatalf("jks key entry: %v", err)
 		}
 		jk, err := x509.ParsePKCS8PrivateKey(e.PrivateKey)
-		if err != nil || jk.(*rsa.PrivateKey).PublicKey.N.Cmp(leaf.PublicKey.(*rsa.PublicKey).N) != 0 {
+		if err != nil || jk.(*rsa.PrivateKey).N.Cmp(leaf.PublicKey.(*rsa.PublicKey).N) != 0 {
 			t.Fatalf("jks key does not match its certificate: %v", err)
 		}
 		jt := write(FormatJKSTrust, "")

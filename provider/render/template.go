@@ -57,7 +57,7 @@ func Parse(name, src string) (*Template, error) {
 		return nil, fmt.Errorf("%w: define and block are not allowed (one template per file)", ErrInvalid)
 	}
 	w := &walker{src: src, seen: map[string]bool{}}
-	if err := w.node(t.Tree.Root, 0); err != nil {
+	if err := w.node(t.Root, 0); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if len(w.refs) == 0 {
