@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"vaultcsi.dev/driver/driver/state"
 	"vaultcsi.dev/driver/provider/vaulttest"
 	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
@@ -440,4 +441,70 @@ func readJKSTrust(t *testing.T, path, password string) *x509.CertPool {
 
 func x509VerifyOpts(roots *x509.CertPool) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: roots, DNSName: "web.shop.svc.cluster.local"}
+}
+
+// A refresh whose new values cannot be rendered (a value that no longer
+// decodes, a key a template needs removed) keeps the last good files and
+// answers kubelet with success; a fixed value is rendered on the next try.
+func TestFormatsKeepLastGood(t *testing.T) {
+	v := vaulttest.Start(t)
+	v.PutKV2(t, "enc", map[string]any{"blob": base64.StdEncoding.EncodeToString([]byte("good-bytes")), "name": "n1"})
+	v.Policy(t, "enc", `path "secret/data/enc" { capabilities = ["read"] }`)
+	v.Role(t, "enc", shopPod.Namespace, shopPod.ServiceAccount, "enc")
+	d := startDriverFor(t, v)
+	target := newTarget(t)
+	vol := volume{target: target, pod: shopPod, role: "enc", secrets: `
+- file: blob.bin
+  path: secret/data/enc
+  key: blob
+  encoding: base64
+- file: name.txt
+  template: '{{ with secret "secret/data/enc" }}name={{ .name }}{{ end }}'
+`}
+	publish := func() {
+		t.Helper()
+		if _, err := d.node.NodePublishVolume(ctxT(t), requestFor(v, vol)); err != nil {
+			t.Fatalf("a re-publish must not fail (kubelet would drop the mount): %v", err)
+		}
+	}
+	publish()
+	link := dataLink(t, target)
+	v.PutKV2(t, "enc", map[string]any{"blob": "%%not base64%%"}) // and no name
+	age(t, d.stateDir, target, 15*time.Second)
+	publish()
+	if dataLink(t, target) != link || read(t, filepath.Join(target, "blob.bin")) != "good-bytes" || read(t, filepath.Join(target, "name.txt")) != "name=n1" {
+		t.Fatal("a failed render replaced the last good files")
+	}
+	st, _ := state.Open(d.stateDir)
+	if rec, _ := st.Get(target); rec == nil || rec.Failures == 0 || !strings.Contains(rec.LastError, "blob.bin") || strings.Contains(rec.LastError, "not base64%%") {
+		t.Fatalf("the failure is not recorded, or not by its file: %+v", rec)
+	}
+	v.PutKV2(t, "enc", map[string]any{"blob": base64.StdEncoding.EncodeToString([]byte("new-bytes")), "name": "n2"})
+	age(t, d.stateDir, target, 10*time.Minute) // past the backoff
+	publish()
+	if read(t, filepath.Join(target, "blob.bin")) != "new-bytes" || read(t, filepath.Join(target, "name.txt")) != "name=n2" {
+		t.Fatal("fixed values not rendered on the next refresh")
+	}
+}
+
+// A template's output counts against --max-volume-bytes while it is
+// written: a template that writes past it is ResourceExhausted naming the
+// file, and nothing is mounted.
+func TestFormatsVolumeLimit(t *testing.T) {
+	d := startDriver(t, "--max-volume-bytes=65536")
+	var src strings.Builder
+	src.WriteString("{{ with secret \"secret/data/db\" }}")
+	for range 40 {
+		src.WriteString("{{ printf \"%4000s\" .password }}\n")
+	}
+	src.WriteString("{{ end }}")
+	target := newTarget(t)
+	secrets := "- file: small\n  path: secret/data/db\n  key: password\n- file: big.conf\n  template: '" + src.String() + "'\n"
+	_, err := d.node.NodePublishVolume(ctxT(t), volume{target: target, pod: shopPod, secrets: secrets}.request())
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "big.conf") {
+		t.Fatalf("err %v, want ResourceExhausted naming big.conf", err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("target left behind: %v", err)
+	}
 }
