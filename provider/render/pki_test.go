@@ -22,7 +22,7 @@ import (
 
 // issue makes fields shaped like a Vault PKI issue response, signed by a
 // fresh CA, with the key in the given PEM form.
-func issue(t *testing.T, keyForm string) (map[string]any, *x509.Certificate) {
+func issue(t testing.TB, keyForm string) (map[string]any, *x509.Certificate) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
@@ -184,5 +184,18 @@ func TestFormatRejects(t *testing.T) {
 		if _, err := ParseFormat(name); err == nil {
 			t.Errorf("format %q accepted", name)
 		}
+	}
+}
+
+func BenchmarkWriteFormat(b *testing.B) {
+	fields, _ := issue(b, "pkcs1")
+	for _, f := range []Format{FormatPEMBundle, FormatPKCS12, FormatJKS} {
+		b.Run(string(f), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Write(f, fields, "changeit"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
