@@ -23,12 +23,16 @@ const (
 // funcs is the whole function set: hermetic and deterministic (no
 // environment, files, network, clock or randomness), and none that
 // repeats a string or generates a sequence. secret is nil while parsing.
-func funcs(secret any) template.FuncMap {
+func funcs(secret, guard any) template.FuncMap {
 	if secret == nil {
 		secret = func(string, ...string) (map[string]any, error) { return nil, nil }
 	}
+	if guard == nil {
+		guard = func() (string, error) { return "", nil }
+	}
 	return template.FuncMap{
 		funcSecret:    secret,
+		funcLoopGuard: guard,
 		"printf":      safePrintf,
 		"b64enc":      func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
 		"b64dec":      b64dec,

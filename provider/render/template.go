@@ -24,6 +24,14 @@ const (
 // funcSecret is the template function that names a Vault read.
 const funcSecret = "secret"
 
+// funcLoopGuard is called first in every range body (Parse puts it there)
+// and fails the execution after maxIterations: a nested range over large
+// lists writes nothing, so the output limit would never stop it.
+const (
+	funcLoopGuard = "vcdLoopGuard"
+	maxIterations = 100_000
+)
+
 // Ref is one Vault read a template names: secret "path" ["k=v" ...].
 type Ref struct {
 	Path string
@@ -49,7 +57,7 @@ func Parse(name, src string) (*Template, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, fmt.Errorf("%w: empty", ErrInvalid)
 	}
-	t, err := template.New(name).Option("missingkey=error").Funcs(funcs(nil)).Parse(src)
+	t, err := template.New(name).Option("missingkey=error").Funcs(funcs(nil, nil)).Parse(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, parseMsg(err))
 	}
@@ -62,6 +70,9 @@ func Parse(name, src string) (*Template, error) {
 	}
 	if len(w.refs) == 0 {
 		return nil, fmt.Errorf("%w: reads no secret (use secret \"<path>\")", ErrInvalid)
+	}
+	if err := guardRanges(w.ranges); err != nil {
+		return nil, err
 	}
 	return &Template{t: t, Refs: w.refs}, nil
 }
@@ -77,8 +88,9 @@ func parseMsg(err error) string {
 }
 
 type walker struct {
-	src  string
-	refs []Ref
+	src    string
+	refs   []Ref
+	ranges []*parse.RangeNode
 	seen map[string]bool
 }
 
@@ -111,6 +123,7 @@ func (w *walker) node(n parse.Node, depth int) error {
 		if err := w.pipe(n.Pipe); err != nil {
 			return err
 		}
+		w.ranges = append(w.ranges, n)
 		if err := w.node(n.List, depth+1); err != nil {
 			return err
 		}
@@ -215,6 +228,24 @@ func (w *walker) secret(c *parse.CommandNode) error {
 	return nil
 }
 
+// guardRanges puts a call of the loop guard first in every range body.
+func guardRanges(ranges []*parse.RangeNode) error {
+	if len(ranges) == 0 {
+		return nil
+	}
+	g, err := template.New("guard").Funcs(funcs(nil, nil)).Parse("{{" + funcLoopGuard + "}}")
+	if err != nil {
+		return fmt.Errorf("%w: loop guard: %w", ErrInvalid, err)
+	}
+	call := g.Root.Nodes[0]
+	for _, r := range ranges {
+		if r.List != nil {
+			r.List.Nodes = append([]parse.Node{call}, r.List.Nodes...)
+		}
+	}
+	return nil
+}
+
 // RefKey identifies a read: its path and its args in a stable order.
 func RefKey(r Ref) string {
 	var b strings.Builder
@@ -260,6 +291,8 @@ func (w *walker) line(n parse.Node) int {
 	return strings.Count(w.src[:pos], "\n") + 1
 }
 
+var errLoops = errors.New("too many iterations")
+
 // missingKeyRE finds the key in text/template's missingkey=error message.
 var missingKeyRE = regexp.MustCompile(`map has no entry for key "((?:[^"\\]|\\.)*)"`)
 
@@ -294,11 +327,21 @@ func (t *Template) Execute(get Lookup, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	clone.Funcs(funcs(secret))
+	iterations := 0
+	guard := func() (string, error) {
+		if iterations++; iterations > maxIterations {
+			return "", errLoops
+		}
+		return "", nil
+	}
+	clone.Funcs(funcs(secret, guard))
 	w := &limitWriter{max: max}
 	if err := clone.Execute(w, nil); err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return nil, ErrTooLarge
+		}
+		if errors.Is(err, errLoops) {
+			return nil, fmt.Errorf("%w: range ran more than %d times", ErrInvalid, maxIterations)
 		}
 		if m := missingKeyRE.FindStringSubmatch(err.Error()); m != nil {
 			return nil, fmt.Errorf("%w: key %q not in %s", ErrMissingKey, m[1], missingFrom(order, fields, m[1]))

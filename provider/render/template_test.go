@@ -111,7 +111,12 @@ func TestTemplateRejects(t *testing.T) {
 // (their arguments may come from a secret); output is bounded while it is
 // written; a missing key names the key and the secret; no error holds a value.
 func TestTemplateRunErrors(t *testing.T) {
-	data := map[string]map[string]any{RefKey(Ref{Path: "database/creds/app"}): dbCreds["database/creds/app"]}
+	long := make([]any, 1000) // 1000 x 1000 iterations write nothing
+	for i := range long {
+		long[i] = "x"
+	}
+	data := map[string]map[string]any{RefKey(Ref{Path: "database/creds/app"}): {
+		"username": dbCreds["database/creds/app"]["username"], "password": dbCreds["database/creds/app"]["password"], "l": long}}
 	for _, tc := range []struct {
 		name, src string
 		max       int64
@@ -125,6 +130,7 @@ func TestTemplateRunErrors(t *testing.T) {
 		{"replace empty", `{{ replace "" "xxxxxxxx" (secret "database/creds/app").password }}`, 0, ErrInvalid, "replace"},
 		{"b64dec", `{{ b64dec (secret "database/creds/app").password }}`, 0, ErrInvalid, "b64dec"},
 		{"over limit", `{{ with secret "database/creds/app" }}{{ .username }}{{ .username }}{{ end }}`, 10, ErrTooLarge, ""},
+		{"nested range over large lists", `{{ $l := (secret "database/creds/app").l }}{{ range $l }}{{ range $l }}{{ end }}{{ end }}`, 0, ErrInvalid, "more than 100000"},
 		{"value in type error", `{{ with secret "database/creds/app" }}{{ .password.x }}{{ end }}`, 0, ErrInvalid, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
