@@ -91,7 +91,7 @@ type walker struct {
 	src    string
 	refs   []Ref
 	ranges []*parse.RangeNode
-	seen map[string]bool
+	seen   map[string]bool
 }
 
 func (w *walker) node(n parse.Node, depth int) error {
