@@ -219,7 +219,9 @@ func TestFormatsRealParts(t *testing.T) {
 %s  format: pkcs12-truststore
 - file: tls/truststore.jks
 %s  format: jks-truststore
-%s- file: tls8/bundle.pem
+%s- file: tls/cert-from-template.pem
+  template: '{{ with secret "pki/issue/web" "common_name=web.shop.svc.cluster.local" "ttl=1h" }}{{ .certificate }}{{ end }}'
+- file: tls8/bundle.pem
   path: pki/issue/web
   args: {common_name: %s, ttl: 1h, private_key_format: pkcs8}
   format: pem-bundle
@@ -264,6 +266,9 @@ func TestFormatsRealParts(t *testing.T) {
 		jks := checkJKS(t, filepath.Join(target, "tls/keystore.jks"), keystorePassword)
 		if !p12.Equal(leaf) || !jks.Equal(leaf) {
 			t.Fatal("the bundle and the keystores hold different certificates")
+		}
+		if !leafOf(t, file("tls/cert-from-template.pem")).Equal(leaf) {
+			t.Fatal("a template naming the same path and args got another certificate")
 		}
 		trust, err := pkcs12.DecodeTrustStore(file("tls/truststore.p12"), "")
 		if err != nil || len(trust) != 1 || trust[0].Subject.CommonName != vaulttest.PKICommonName {
