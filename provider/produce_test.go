@@ -77,3 +77,20 @@ func TestFetchTemplateReadsOnce(t *testing.T) {
 		})
 	}
 }
+
+// A template's args are a write, sent only where Vault confirms a PKI
+// issuing endpoint: on a KV path spelled like one, the fetch is refused
+// naming the entry's template, and nothing is written there.
+func TestFetchTemplateArgsOnlyToPKI(t *testing.T) {
+	v, p := setupLimits(t)
+	spec := templateSpec(t, "t", `{{ (secret "kv/issue/web" "common_name=a.b").certificate }}`)
+	spec.Index = 2
+	res, err := p.Fetch(context.Background(), request(v, spec))
+	releaseOrphan(t, p, res)
+	if !errors.Is(err, provider.ErrNotIssuing) || !strings.Contains(err.Error(), "secrets[2].template") {
+		t.Fatalf("err = %v, want ErrNotIssuing naming secrets[2].template", err)
+	}
+	if s, err := v.Root.Logical().Read("kv/issue/web"); err != nil || s != nil {
+		t.Fatalf("kv/issue/web was written: %v %v", s, err)
+	}
+}

@@ -372,7 +372,7 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 	for _, s := range specs {
 		for _, r := range s.Reads() {
 			if r.Args != nil {
-				if err := k.checkIssuing(ctx, SecretSpec{Path: r.Path, Index: s.Index}); err != nil {
+				if err := k.checkIssuing(ctx, SecretSpec{Path: r.Path, Index: s.Index, Template: s.Template}); err != nil {
 					return nil, nil, err
 				}
 			}
