@@ -30,7 +30,10 @@ import (
 	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
-const keystorePassword = "ks-pass-8812"
+const (
+	keystorePassword    = "ks-pass-8812"
+	newKeystorePassword = "ks-pass-9923"
+)
 
 // bigVault is formatsVault's listener for large requests.
 var bigVault string
@@ -259,7 +262,7 @@ func TestFormatsRealParts(t *testing.T) {
 		return string(m[2])
 	}
 	// checkTLS: every keystore holds the bundle's certificate.
-	checkTLS := func() string {
+	checkTLS := func(keystorePassword string) string {
 		t.Helper()
 		leaf := checkBundle(t, file("tls/bundle.pem"), roots, cn)
 		p12 := checkPKCS12(t, filepath.Join(target, "tls/keystore.p12"), keystorePassword)
@@ -283,7 +286,7 @@ func TestFormatsRealParts(t *testing.T) {
 
 	publish()
 	user1 := checkDB()
-	serial1 := checkTLS()
+	serial1 := checkTLS(keystorePassword)
 	if !bytes.Equal(file("blob.bin"), blob) || !bytes.Equal(file("blob-hex.bin"), blob) || !bytes.Equal(file("small.bin"), small) {
 		t.Fatal("decoded files are not byte-exact")
 	}
@@ -313,15 +316,18 @@ func TestFormatsRealParts(t *testing.T) {
 	}
 
 	// A KV change re-renders the template over it, and nothing else moves:
-	// no new database user, no new certificate.
+	// no new database user, no new certificate. A new keystore password
+	// waits for the next certificate (re-reading the PKI path for it would
+	// issue one every period).
 	p12Before := file("tls/keystore.p12")
 	v.PutKV2(t, "app", map[string]any{"greeting": "hello-v2"})
+	v.PutKV2(t, "web", map[string]any{"keystorePassword": newKeystorePassword})
 	age(t, d.stateDir, target, 15*time.Second)
 	publish()
 	if got := string(file("app.conf")); got != "greeting=hello-v2" {
 		t.Fatalf("app.conf after a KV change = %q", got)
 	}
-	if checkDB() != user1 || checkTLS() != serial1 || !bytes.Equal(file("tls/keystore.p12"), p12Before) {
+	if checkDB() != user1 || checkTLS(keystorePassword) != serial1 || !bytes.Equal(file("tls/keystore.p12"), p12Before) {
 		t.Fatal("a KV change replaced a credential or rewrote a keystore")
 	}
 
@@ -333,7 +339,7 @@ func TestFormatsRealParts(t *testing.T) {
 	publish()
 	user2 := checkDB()
 	dbPass := strings.SplitN(strings.SplitN(string(dsnRE.FindSubmatch(file("db.env"))[1]), "@", 2)[0], ":", 3)[2]
-	serial2 := checkTLS()
+	serial2 := checkTLS(newKeystorePassword) // the new certificate brings the new password
 	if user2 == user1 || serial2 == serial1 {
 		t.Fatalf("credential not replaced: user %v, certificate %v", user2 != user1, serial2 != serial1)
 	}
@@ -346,7 +352,7 @@ func TestFormatsRealParts(t *testing.T) {
 	}
 	// The driver logged at -v=10 throughout: no rendered value in its log.
 	logs := d.logs.String()
-	for _, secret := range []string{keystorePassword, "hello-v2", base64.StdEncoding.EncodeToString(blob[:48]), dbPass} {
+	for _, secret := range []string{keystorePassword, newKeystorePassword, "hello-v2", base64.StdEncoding.EncodeToString(blob[:48]), dbPass} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the driver's log holds a secret value (%d bytes)", len(secret))
 		}
