@@ -331,9 +331,11 @@ func paths(v *attributes.Volume) []string {
 	out := make([]string, 0, len(v.Request.Secrets))
 	seen := make(map[string]bool, len(v.Request.Secrets))
 	for _, s := range v.Request.Secrets {
-		if !seen[s.Path] {
-			seen[s.Path] = true
-			out = append(out, s.Path)
+		for _, r := range s.Reads() { // a template's and passwordFrom's too
+			if !seen[r.Path] {
+				seen[r.Path] = true
+				out = append(out, r.Path)
+			}
 		}
 	}
 	return out

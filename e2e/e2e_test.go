@@ -178,6 +178,7 @@ func TestE2E(t *testing.T) {
 		t.Run("9 access policy denial names the rule", s.testAccessPolicy)
 		t.Run("helm test", s.testHelmTest)
 	})
+	t.Run("11 rendered files and a keystore", s.testFormats)
 	t.Run("12 reload signals", s.testReload)
 	t.Run("6 driver pod deleted and back", s.testDriverRestart)
 	t.Run("5 Vault down at start and during rotation", s.testVaultOutage)
@@ -231,7 +232,7 @@ func newSuite(t *testing.T) *suite {
 	// Namespaces, service accounts, and the reviewer Vault uses for TokenReviews.
 	for ns, sas := range map[string][]string{
 		releaseNS:   {reviewerSA},
-		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk", "upgrade", reloadSA, refusedSA},
+		s.appNS:     {"app", "rot", "denied", "revoke", "restart", "outage", "bulk", "upgrade", "fmt", reloadSA, refusedSA},
 		s.blockedNS: {"app"},
 	} {
 		if err := ensureNamespace(kc, ns, sas...); err != nil {
@@ -267,12 +268,12 @@ func newSuite(t *testing.T) *suite {
 		roles: map[string][2]string{
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},
 			"revoke": {s.appNS, "revoke"}, "restart": {s.appNS, "restart"}, "outage": {s.appNS, "outage"},
-			"upgrade": {s.appNS, "upgrade"}, reloadRole: {s.appNS, reloadSA},
+			"upgrade": {s.appNS, "upgrade"}, "fmt": {s.appNS, "fmt"}, reloadRole: {s.appNS, reloadSA},
 			"bulk": {s.appNS, "bulk"}, "blocked": {s.blockedNS, "app"},
 			// The chart's `helm test` pod mounts a Vault volume as this account.
 			"helmtest": {releaseNS, release + "-vault-csi-driver-test"},
 		},
-		noPolicy: map[string]bool{"denied": true},
+		noPolicy: map[string]bool{"denied": true, "fmt": true}, // fmt's: setupFormatsVault
 		secrets: map[string]map[string]any{
 			"e2e/app/db":     {"password": "pw-1"},
 			"e2e/app/api":    {"token": "tok-1"},
@@ -309,7 +310,7 @@ func newSuite(t *testing.T) *suite {
 			map[string]any{"name": ruleBlockedNS, "effect": "deny", "namespaces": []string{s.blockedNS}},
 			map[string]any{"name": ruleLabel, "effect": "deny", "podLabels": "vault-csi-e2e/deny=true"},
 		}, reloadRules(s.appNS)...),
-			map[string]any{"name": "e2e-allow-the-rest", "effect": "allow", "paths": []string{"secret/data/e2e/**"}},
+			map[string]any{"name": "e2e-allow-the-rest", "effect": "allow", "paths": []string{"secret/data/e2e/**", fmtPKIIssue}},
 		)},
 		"reloadSignals": map[string]any{"enabled": true}, // scenario 12
 		"test": map[string]any{

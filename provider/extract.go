@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"vaultcsi.dev/driver/provider/render"
 )
 
 // isKVv2 recognises a KV v2 data read: the path has a data/ segment and the
@@ -63,7 +65,13 @@ func fields(s *vault.Secret, info SecretInfo) map[string]any {
 func extract(s *vault.Secret, info SecretInfo, spec SecretSpec) ([]byte, error) {
 	m := fields(s, info)
 	var out []byte
-	if spec.Key == "" {
+	if spec.Format != render.FormatNone {
+		b, err := produce(spec, m, nil, MaxSecretBytes)
+		if err != nil {
+			return nil, err
+		}
+		out = b
+	} else if spec.Key == "" {
 		b, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s as JSON: %w", spec.Path, ErrInvalid)
@@ -74,9 +82,17 @@ func extract(s *vault.Secret, info SecretInfo, spec SecretSpec) ([]byte, error) 
 		if !ok {
 			return nil, fmt.Errorf("key %q of %s for file %s: %w: the secret has no such key", spec.Key, spec.Path, spec.File, ErrNotFound)
 		}
-		b, err := render(v)
+		b, err := renderValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("key %q of %s: %w", spec.Key, spec.Path, err)
+		}
+		if spec.Encoding != render.EncodingNone {
+			if _, isString := v.(string); !isString {
+				return nil, fmt.Errorf("key %q of %s for file %s: %w: encoding %s needs a string value", spec.Key, spec.Path, spec.File, ErrInvalid, spec.Encoding)
+			}
+			if b, err = render.Decode(spec.Encoding, b); err != nil {
+				return nil, fmt.Errorf("key %q of %s for file %s: encoding %s: %w: %w", spec.Key, spec.Path, spec.File, spec.Encoding, ErrInvalid, err)
+			}
 		}
 		out = b
 	}
@@ -113,7 +129,8 @@ func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) erro
 	shared := make(map[string][]byte, 1)
 	for _, i := range idx {
 		spec := rd.specs[i]
-		data, ok := shared[spec.Key]
+		how := spec.Key + "\x00" + string(spec.Encoding) + "\x00" + string(spec.Format)
+		data, ok := shared[how]
 		if !ok {
 			var err error
 			if data, err = extract(s, info, spec); err != nil {
@@ -125,19 +142,65 @@ func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) erro
 			rd.mu.Lock()
 			rd.rendered += int64(len(data))
 			rd.mu.Unlock()
-			shared[spec.Key] = data
+			shared[how] = data
 		}
-		rd.mu.Lock()
-		rd.total += PageBytes(len(data))
-		total := rd.total
-		rd.mu.Unlock()
-		if rd.limit > 0 && total > rd.limit {
-			return fmt.Errorf("file %s from %s: %w: the volume's files exceed its limit of %d bytes (each file counted in whole %d-byte pages, as tmpfs charges them)",
-				spec.File, spec.Path, ErrTooLarge, rd.limit, PageSize)
+		if err := rd.place(i, data); err != nil {
+			return err
 		}
-		rd.files[i] = File{Name: spec.File, Data: data, Mode: spec.Mode}
 	}
 	return nil
+}
+
+// place counts a rendered file's pages against the volume limit and keeps it.
+func (rd *renderer) place(i int, data []byte) error {
+	spec := rd.specs[i]
+	rd.mu.Lock()
+	rd.total += PageBytes(len(data))
+	total := rd.total
+	rd.mu.Unlock()
+	if rd.limit > 0 && total > rd.limit {
+		return fmt.Errorf("file %s from %s: %w: the volume's files exceed its limit of %d bytes (each file counted in whole %d-byte pages, as tmpfs charges them)",
+			spec.File, spec.Path, ErrTooLarge, rd.limit, PageSize)
+	}
+	rd.files[i] = File{Name: spec.File, Data: data, Mode: spec.Mode}
+	return nil
+}
+
+// renderComposite renders specs[i], which needs several reads (get), once
+// they have all arrived. A template's output is bounded while it is
+// written by what is left of the volume limit.
+func (rd *renderer) renderComposite(i int, get fieldsOf) error {
+	spec := rd.specs[i]
+	max := int64(MaxSecretBytes)
+	if rd.limit > 0 {
+		rd.mu.Lock()
+		left := rd.limit - rd.total
+		rd.mu.Unlock()
+		if left < max {
+			max = left
+		}
+		if max <= 0 {
+			return fmt.Errorf("file %s: %w: the volume's files exceed its limit of %d bytes", spec.File, ErrTooLarge, rd.limit)
+		}
+	}
+	var own map[string]any
+	if spec.Path != "" {
+		var err error
+		if own, err = get(render.Ref{Path: spec.Path, Args: spec.Args}); err != nil {
+			return err
+		}
+	}
+	data, err := produce(spec, own, get, max)
+	if err != nil {
+		return err
+	}
+	if err := rd.mem.Charge(int64(len(data))); err != nil {
+		return fmt.Errorf("file %s: %w", spec.File, err)
+	}
+	rd.mu.Lock()
+	rd.rendered += int64(len(data))
+	rd.mu.Unlock()
+	return rd.place(i, data)
 }
 
 // refund gives back the rendered copies' bytes (files not returned).
@@ -149,9 +212,9 @@ func (rd *renderer) refund() {
 	rd.mem.Refund(n)
 }
 
-// render writes strings as they are, lists of strings (a PKI ca_chain) one
+// renderValue writes strings as they are, lists of strings (a PKI ca_chain) one
 // per line, and anything else as JSON.
-func render(v any) ([]byte, error) {
+func renderValue(v any) ([]byte, error) {
 	switch t := v.(type) {
 	case string:
 		return []byte(t), nil

@@ -166,6 +166,18 @@ func (m *meter) enterLarge(ctx context.Context) error {
 	return nil
 }
 
+// releaseLarge gives back the large-response gate but keeps the charge:
+// the read's fields are kept for a composite file.
+func (m *meter) releaseLarge() {
+	m.mu.Lock()
+	has := m.hasLarge
+	m.hasLarge = false
+	m.mu.Unlock()
+	if has {
+		<-m.large
+	}
+}
+
 // refund gives back everything the meter charged, and the gate.
 func (m *meter) refund() {
 	m.mu.Lock()

@@ -117,21 +117,25 @@ func issuingSuffix(rest string) bool {
 // PKI mount. spec names the entry in the error.
 func (k *call) checkIssuing(ctx context.Context, spec SecretSpec) error {
 	path := spec.Path
+	field := fmt.Sprintf("secrets[%d].args", spec.Index)
+	if spec.Template != "" { // the args are a template's: secret "<path>" "k=v"
+		field = fmt.Sprintf("secrets[%d].template", spec.Index)
+	}
 	ns := k.c.Namespace()
 	m, ok := k.p.mounts.get(ns, path)
 	if !ok {
 		secret, err := k.c.Logical().ReadWithContext(ctx, mountLookupPath+path)
 		k.observe(opLookup, err)
 		if err != nil {
-			return k.wrap(ctx, fmt.Sprintf("secrets[%d].args: vault lookup of the mount holding %s", spec.Index, path), err)
+			return k.wrap(ctx, fmt.Sprintf("%s: vault lookup of the mount holding %s", field, path), err)
 		}
 		if secret == nil || secret.Data == nil {
-			return fmt.Errorf("secrets[%d].args: vault lookup of the mount holding %s: %w: empty answer", spec.Index, path, ErrUnavailable)
+			return fmt.Errorf("%s: vault lookup of the mount holding %s: %w: empty answer", field, path, ErrUnavailable)
 		}
 		m.typ, _ = secret.Data["type"].(string)
 		m.path, _ = secret.Data["path"].(string)
 		if m.typ == "" || m.path == "" || !strings.HasSuffix(m.path, "/") {
-			return fmt.Errorf("secrets[%d].args: vault lookup of the mount holding %s: %w: answer has no mount type or path", spec.Index, path, ErrUnavailable)
+			return fmt.Errorf("%s: vault lookup of the mount holding %s: %w: answer has no mount type or path", field, path, ErrUnavailable)
 		}
 		if strings.HasPrefix(path, m.path) {
 			// Only a mount that holds the path is worth remembering.
@@ -143,14 +147,14 @@ func (k *call) checkIssuing(ctx context.Context, spec SecretSpec) error {
 	case !under:
 		// A mount in another Vault namespace than the request's: only the
 		// request's own namespace is trusted to place the write.
-		return fmt.Errorf("secrets[%d].args: %w: Vault places %s in mount %s of another namespace; set vaultNamespace to the PKI mount's namespace",
-			spec.Index, ErrNotIssuing, path, m.path)
+		return fmt.Errorf("%s: %w: Vault places %s in mount %s of another namespace; set vaultNamespace to the PKI mount's namespace",
+			field, ErrNotIssuing, path, m.path)
 	case m.typ != mountTypePKI:
-		return fmt.Errorf("secrets[%d].args: %w: Vault says %s is in a %s mount (%s), not a pki mount; args are only sent to <pki mount>/issue/<role> (omit args to read the path)",
-			spec.Index, ErrNotIssuing, path, m.typ, m.path)
+		return fmt.Errorf("%s: %w: Vault says %s is in a %s mount (%s), not a pki mount; args are only sent to <pki mount>/issue/<role> (omit args to read the path)",
+			field, ErrNotIssuing, path, m.typ, m.path)
 	case !issuingSuffix(rest):
-		return fmt.Errorf("secrets[%d].args: %w: %s is not issue/<role> or issuer/<ref>/issue/<role> of pki mount %s",
-			spec.Index, ErrNotIssuing, path, m.path)
+		return fmt.Errorf("%s: %w: %s is not issue/<role> or issuer/<ref>/issue/<role> of pki mount %s",
+			field, ErrNotIssuing, path, m.path)
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"vaultcsi.dev/driver/provider/render"
 )
 
 // Auth methods the driver logs in with.
@@ -344,15 +346,15 @@ type readKey struct {
 	args string
 }
 
-func keyOf(s SecretSpec) readKey {
-	if s.Args == nil {
-		return readKey{path: s.Path}
+func keyOf(r render.Ref) readKey {
+	if r.Args == nil {
+		return readKey{path: r.Path}
 	}
 	var b strings.Builder
-	for _, k := range sortedKeys(s.Args) {
-		fmt.Fprintf(&b, "%s=%s\x00", k, s.Args[k])
+	for _, k := range sortedKeys(r.Args) {
+		fmt.Fprintf(&b, "%s=%s\x00", k, r.Args[k])
 	}
-	return readKey{path: s.Path, args: b.String()}
+	return readKey{path: r.Path, args: b.String()}
 }
 
 type readResult struct {
@@ -368,9 +370,11 @@ func (k *call) readAll(ctx context.Context, specs []SecretSpec) ([]File, []Secre
 	// Args make a write: Vault must confirm every such path is an issuing
 	// endpoint before anything at all is sent with them (all or nothing).
 	for _, s := range specs {
-		if s.Args != nil {
-			if err := k.checkIssuing(ctx, s); err != nil {
-				return nil, nil, err
+		for _, r := range s.Reads() {
+			if r.Args != nil {
+				if err := k.checkIssuing(ctx, SecretSpec{Path: r.Path, Index: s.Index, Template: s.Template}); err != nil {
+					return nil, nil, err
+				}
 			}
 		}
 	}
@@ -395,17 +399,38 @@ func (k *call) readOnce(ctx context.Context, specs []SecretSpec) (_ []File, _ []
 	results := make(map[readKey]*readResult, len(specs))
 	filesOf := make(map[readKey][]int, len(specs))
 	argsOf := make(map[readKey]map[string]string, len(specs))
+	// Files made of several reads (templates, passwordFrom) are rendered
+	// once every read is in: the reads they need are kept until then.
+	var composite []int
+	keep := map[readKey]bool{}
 	for i, s := range specs {
-		rk := keyOf(s)
-		if _, ok := results[rk]; !ok {
-			results[rk] = &readResult{}
-			order = append(order, rk)
+		if s.Composite() {
+			composite = append(composite, i)
 		}
-		filesOf[rk] = append(filesOf[rk], i)
-		argsOf[rk] = s.Args
+		for _, r := range s.Reads() {
+			rk := keyOf(r)
+			if _, ok := results[rk]; !ok {
+				results[rk] = &readResult{}
+				order = append(order, rk)
+				argsOf[rk] = r.Args
+			}
+			if s.Composite() {
+				keep[rk] = true
+			} else {
+				filesOf[rk] = append(filesOf[rk], i)
+			}
+		}
 	}
 	rd := &renderer{specs: specs, files: make([]File, len(specs)), limit: k.maxVolume, mem: k.mem}
+	var (
+		keptMu sync.Mutex
+		kept   = map[readKey]map[string]any{}
+		meters []*meter // of kept reads, refunded when the fetch is done
+	)
 	defer func() {
+		for _, m := range meters {
+			m.refund()
+		}
 		if err != nil {
 			rd.refund()
 		}
@@ -415,12 +440,22 @@ func (k *call) readOnce(ctx context.Context, specs []SecretSpec) (_ []File, _ []
 	large := make(chan struct{}, 1) // one large response decoded at a time
 	readOne := func(rk readKey, r *readResult) {
 		m := &meter{res: k.mem, large: large}
-		defer m.refund() // the response is garbage once its files are rendered
 		var secret *vault.Secret
 		secret, r.info, r.err = k.read(withMeter(ctx, m), rk.path, argsOf[rk])
 		if r.err == nil {
 			r.err = rd.renderRead(secret, r.info, filesOf[rk])
 		}
+		if r.err != nil || !keep[rk] {
+			m.refund() // the response is garbage once its files are rendered
+			return
+		}
+		// Still charged until the composite files are rendered, but another
+		// large response may be decoded meanwhile.
+		m.releaseLarge()
+		keptMu.Lock()
+		kept[rk] = fields(secret, r.info)
+		meters = append(meters, m)
+		keptMu.Unlock()
 	}
 	if len(order) == 1 {
 		readOne(order[0], results[order[0]])
@@ -452,6 +487,18 @@ func (k *call) readOnce(ctx context.Context, specs []SecretSpec) (_ []File, _ []
 	}
 	if firstErr != nil {
 		return nil, nil, firstErr
+	}
+	get := func(r render.Ref) (map[string]any, error) {
+		m, ok := kept[keyOf(r)]
+		if !ok { // Parse found every read, so this is a bug, not bad input
+			return nil, fmt.Errorf("%s: %w: not read for this file", r.Path, ErrInvalid)
+		}
+		return m, nil
+	}
+	for _, i := range composite {
+		if err := rd.renderComposite(i, get); err != nil {
+			return nil, nil, err
+		}
 	}
 	infos := make([]SecretInfo, 0, len(order))
 	for _, rk := range order {

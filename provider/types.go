@@ -8,6 +8,8 @@ import (
 	"errors"
 	"os"
 	"time"
+
+	"vaultcsi.dev/driver/provider/render"
 )
 
 // Errors the driver maps to gRPC codes. Provider errors wrap exactly one of
@@ -44,7 +46,46 @@ type SecretSpec struct {
 	// Index is the entry's position in the volume's secrets attribute, so
 	// that errors name it (secrets[2].args) even for a subset of a volume.
 	Index int `json:"-"`
+
+	// How the file is made beyond one raw field or the whole map
+	// (provider/render); all empty for a plain entry, and omitted from
+	// the JSON the driver hashes, so plain volumes hash as before.
+	Encoding render.Encoding `json:",omitempty"` // decode Key's value
+	Format   render.Format   `json:",omitempty"` // write the issued certificate so
+	// Template is the source of a file rendered from the secrets it names
+	// (Path, Key and Args are empty then); Tmpl is it parsed and checked.
+	Template string           `json:",omitempty"`
+	Tmpl     *render.Template `json:"-"`
+	// PasswordFrom names the field holding a keystore's password.
+	PasswordFrom *FieldRef `json:",omitempty"`
 }
+
+// FieldRef is one field of a secret read without args.
+type FieldRef struct {
+	Path string
+	Key  string
+}
+
+// Reads lists every Vault read the file needs: its own path and args,
+// the secrets its template names and its password's path.
+func (s SecretSpec) Reads() []render.Ref {
+	var out []render.Ref
+	if s.Path != "" {
+		out = append(out, render.Ref{Path: s.Path, Args: s.Args})
+	}
+	if s.Tmpl != nil {
+		out = append(out, s.Tmpl.Refs...)
+	}
+	if s.PasswordFrom != nil {
+		out = append(out, render.Ref{Path: s.PasswordFrom.Path})
+	}
+	return out
+}
+
+// Composite reports whether the file needs more than its own read (a
+// template, or a password from another secret), so it is rendered once
+// every read of the volume has arrived.
+func (s SecretSpec) Composite() bool { return s.Tmpl != nil || s.PasswordFrom != nil }
 
 // Identity is who the volume belongs to, as kubelet told the driver.
 type Identity struct {

@@ -211,6 +211,11 @@ type secretEntry struct {
 	Key  *string           `json:"key,omitempty"`
 	Mode *fileMode         `json:"mode,omitempty"`
 	Args map[string]string `json:"args,omitempty"`
+	// Rendered files (formats.go).
+	Template     *string       `json:"template,omitempty"`
+	Encoding     *string       `json:"encoding,omitempty"`
+	Format       *string       `json:"format,omitempty"`
+	PasswordFrom *passwordFrom `json:"passwordFrom,omitempty"`
 }
 
 // fileMode accepts "0440" (octal string) or a YAML number (YAML 1.1 reads
@@ -270,14 +275,14 @@ func cachedSecrets(raw string) ([]provider.SecretSpec, error) {
 
 func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 	if strings.TrimSpace(raw) == "" {
-		return nil, fieldErr(AttrSecrets, "required: a YAML list of {file, path, key, mode}")
+		return nil, fieldErr(AttrSecrets, "required: a YAML list of {file, path, key, mode} or {file, template}")
 	}
 	if len(raw) > MaxSecretsYAML {
 		return nil, fieldErr(AttrSecrets, "longer than %d bytes", MaxSecretsYAML)
 	}
 	var entries []secretEntry
 	if err := yaml.UnmarshalStrict([]byte(raw), &entries); err != nil {
-		return nil, fieldErr(AttrSecrets, "not a YAML list of {file, path, key, mode, args}: %s", yamlMsg(err))
+		return nil, fieldErr(AttrSecrets, "not a YAML list of {file, path, key, mode, args, encoding, format, passwordFrom} or {file, template, mode}: %s", yamlMsg(err))
 	}
 	if len(entries) == 0 {
 		return nil, fieldErr(AttrSecrets, "empty list")
@@ -308,35 +313,53 @@ func parseSecrets(raw string) ([]provider.SecretSpec, error) {
 			dirs[d] = i
 		}
 		files[e.File] = i
-		if err := checkVaultPath(e.Path); err != nil {
-			return nil, fieldErr(field+".path", "%v", err)
-		}
-		if err := checkReadablePath(e.Path); err != nil {
-			return nil, fieldErr(field+".path", "%v", err)
-		}
-		s := provider.SecretSpec{File: e.File, Path: e.Path, Index: i}
-		if e.Key != nil {
-			if *e.Key == "" || strings.ContainsRune(*e.Key, 0) {
-				return nil, fieldErr(field+".key", "must be a non-empty field name (omit it to write the whole secret as JSON)")
-			}
-			s.Key = *e.Key
-		}
-		if e.Mode != nil {
-			m := os.FileMode(*e.Mode)
-			if m == 0 || m&^0o444 != 0 {
-				return nil, fieldErr(field+".mode", "%#o: only read bits (such as 0400, 0440, 0444) are allowed", uint32(m))
-			}
-			s.Mode = m
-		}
-		if e.Args != nil {
-			if !IsIssuingPath(e.Path) {
-				return nil, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (<pki mount>/issue/<role>); %q is read", e.Path)
-			}
-			s.Args = e.Args
+		s, err := renderedEntry(field, i, e)
+		if err != nil {
+			return nil, err
 		}
 		specs = append(specs, s)
 	}
 	return specs, nil
+}
+
+// plainEntry checks an entry's path, key, mode and args.
+func plainEntry(field string, i int, e secretEntry) (provider.SecretSpec, error) {
+	if err := checkVaultPath(e.Path); err != nil {
+		return provider.SecretSpec{}, fieldErr(field+".path", "%v", err)
+	}
+	if err := checkReadablePath(e.Path); err != nil {
+		return provider.SecretSpec{}, fieldErr(field+".path", "%v", err)
+	}
+	s := provider.SecretSpec{File: e.File, Path: e.Path, Index: i}
+	if e.Key != nil {
+		if *e.Key == "" || strings.ContainsRune(*e.Key, 0) {
+			return s, fieldErr(field+".key", "must be a non-empty field name (omit it to write the whole secret as JSON)")
+		}
+		s.Key = *e.Key
+	}
+	var err error
+	if s.Mode, err = entryMode(field, e); err != nil {
+		return s, err
+	}
+	if e.Args != nil {
+		if !IsIssuingPath(e.Path) {
+			return s, fieldErr(field+".args", "only allowed with a PKI issuing endpoint (<pki mount>/issue/<role>); %q is read", e.Path)
+		}
+		s.Args = e.Args
+	}
+	return s, nil
+}
+
+// entryMode checks an entry's mode: read bits only; 0: the default.
+func entryMode(field string, e secretEntry) (os.FileMode, error) {
+	if e.Mode == nil {
+		return 0, nil
+	}
+	m := os.FileMode(*e.Mode)
+	if m == 0 || m&^0o444 != 0 {
+		return 0, fieldErr(field+".mode", "%#o: only read bits (such as 0400, 0440, 0444) are allowed", uint32(m))
+	}
+	return m, nil
 }
 
 // fmtHours prints a whole-hour duration as 720h rather than 720h0m0s.

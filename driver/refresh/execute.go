@@ -169,16 +169,20 @@ func (r *run) fetch(ctx context.Context, p Plan, fetch map[string]bool, infos []
 	req := r.e.Request
 	req.Session, req.OnLogin, req.Secrets = sess, r.e.Target.Login, specs
 	if !p.Full {
-		req.Secrets = nil
-		for _, s := range specs {
-			if _, have := current[s.File]; fetch[s.Path] || !have {
-				req.Secrets = append(req.Secrets, s)
-			}
+		leased := map[string]bool{}
+		for _, s := range infos {
+			leased[s.Path] = s.LeaseDuration > 0
 		}
+		have := func(name string) bool { _, ok := current[name]; return ok }
+		req.Secrets = selectSpecs(specs, fetch, have, leased)
+		deferUnread(infos, req.Secrets, fetch, r.now)
 	}
-	res, err := r.f.Fetch(ctx, &req)
-	if err != nil {
-		return nil, nil, nil, err
+	res := &provider.Result{Session: sess} // nothing to render anew: no Vault call
+	if p.Full || len(req.Secrets) > 0 {
+		var err error
+		if res, err = r.f.Fetch(ctx, &req); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	r.held, r.fetched = res.Session, res.Secrets
 	if res.LoggedIn && !p.Full {
@@ -220,9 +224,11 @@ func (r *run) fetch(ctx context.Context, p Plan, fetch map[string]bool, infos []
 	out := make([]provider.SecretInfo, 0, len(byPath))
 	seen := map[string]bool{}
 	for _, s := range specs {
-		if info, ok := byPath[s.Path]; ok && !seen[s.Path] {
-			seen[s.Path] = true
-			out = append(out, info)
+		for _, r := range s.Reads() {
+			if info, ok := byPath[r.Path]; ok && !seen[r.Path] {
+				seen[r.Path] = true
+				out = append(out, info)
+			}
 		}
 	}
 	return out, res.Session, nil, nil

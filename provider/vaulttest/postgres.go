@@ -403,6 +403,22 @@ func (p *Postgres) CanLogin(user, password string) error {
 	return nil
 }
 
+// CanConnectURL connects with a libpq connection URL, as an application
+// reads it from a rendered file, and reads public.items.
+func (p *Postgres) CanConnectURL(url string) error {
+	cmd := exec.Command(p.psql, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", "SELECT name FROM items WHERE id = 1")
+	cmd.Dir = os.TempDir()
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "PGCONNECT_TIMEOUT=5", "HOME=" + os.TempDir()}
+	out, err := runBounded(cmd, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect with the URL: %w: %s", err, strings.TrimSpace(out))
+	}
+	if got := strings.TrimSpace(out); got != "one" {
+		return fmt.Errorf("connect with the URL: SELECT from items returned %q", got)
+	}
+	return nil
+}
+
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func randomHex(n int) string {
