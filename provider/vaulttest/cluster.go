@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -382,15 +383,7 @@ func (c *Cluster) WaitActive(limit time.Duration) (*Node, error) {
 // the front (its connections drop, as endpoints of a dead pod do).
 func (c *Cluster) Kill(n *Node) {
 	c.Front.SetDown(n.Listen, true)
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	_ = n.cmd.Process.Kill()
-	select {
-	case <-n.done:
-	case <-time.After(10 * time.Second):
-	}
-	n.cmd = nil
+	n.stop(syscall.SIGKILL, 10*time.Second)
 }
 
 // Restart starts a killed node again, unseals it, waits for it to be a
@@ -449,14 +442,7 @@ func (c *Cluster) Unseal(n *Node) error {
 // Stop kills every node and the front and removes the data.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Kill()
-			select {
-			case <-n.done:
-			case <-time.After(10 * time.Second):
-			}
-			n.cmd = nil
-		}
+		n.stop(syscall.SIGKILL, 10*time.Second)
 	}
 	if c.Front != nil {
 		c.Front.Close()
