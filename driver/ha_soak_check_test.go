@@ -120,6 +120,7 @@ path "secret/data/%s" { capabilities = ["read"] }
 	unanswered, leaked := s.unansweredLogins(t, windows)
 	if err := pollUntil(soakSettleFor, func() error { return s.leftovers(true) }); err != nil {
 		t.Errorf("after revoking the unanswered logins: %v", err)
+		s.explainLeases(t)
 		leaked++
 	}
 	reqEnd := d.scrape(t).vaultRequests()
@@ -332,4 +333,27 @@ func settledRSS(t *testing.T, pid int, baseline int64) int64 {
 		}
 	}
 	return last
+}
+
+// explainLeases logs what Vault says of the leases left, and what its
+// nodes logged about leases, for a failure's diagnosis.
+func (s *soak) explainLeases(t *testing.T) {
+	t.Helper()
+	for _, id := range soakLeases(t, s.c.API) {
+		lease := vaulttest.DatabaseMount + "/creds/" + soakRole + "/" + id
+		sec, err := s.c.API.Root.Logical().Write("sys/leases/lookup", map[string]any{"lease_id": lease})
+		if err == nil && sec != nil {
+			t.Logf("lease %s: issued %v, expires %v, ttl %v", id, sec.Data["issue_time"], sec.Data["expire_time"], sec.Data["ttl"])
+		}
+	}
+	if sec, err := s.c.API.Root.Logical().ReadWithData("sys/leases", map[string][]string{"type": {"irrevocable"}}); err == nil && sec != nil {
+		t.Logf("irrevocable leases: %v", sec.Data)
+	}
+	for _, n := range s.c.Nodes {
+		for _, line := range strings.Split(n.Logs(), "\n") {
+			if strings.Contains(line, "lease") || strings.Contains(line, "revok") || strings.Contains(line, "expiration") {
+				t.Logf("%s: %s", n.ID, line)
+			}
+		}
+	}
 }

@@ -306,8 +306,12 @@ func (c *Cluster) initialize() error {
 		return err
 	}
 	phase("joiners joined+unsealed")
-	err = c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+		return err
+	}
 	phase("three voters")
+	err = c.waitLeaderKnown(nodeReadyTimeout)
+	phase("every node knows the leader")
 	return err
 }
 
@@ -399,7 +403,10 @@ func (c *Cluster) Restart(n *Node) error {
 		return fmt.Errorf("unseal %s: %w\n%s", n.ID, err, n.Logs())
 	}
 	c.Front.SetDown(n.Listen, false)
-	return c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+		return err
+	}
+	return c.waitLeaderKnown(nodeReadyTimeout)
 }
 
 // Seal seals a node through the API (it keeps running, its open
@@ -436,7 +443,10 @@ func (c *Cluster) Unseal(n *Node) error {
 	if err := c.unseal(n); err != nil {
 		return err
 	}
-	return c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+		return err
+	}
+	return c.waitLeaderKnown(nodeReadyTimeout)
 }
 
 // Stop kills every node and the front and removes the data.

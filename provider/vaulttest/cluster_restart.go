@@ -1,6 +1,7 @@
 package vaulttest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -57,7 +58,33 @@ func (c *Cluster) RestartAll() (time.Duration, error) {
 		return 0, fmt.Errorf("no leader after the restart: %w", err)
 	}
 	down := time.Since(start)
-	return down, c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+		return down, err
+	}
+	return down, c.waitLeaderKnown(nodeReadyTimeout)
+}
+
+// waitLeaderKnown waits until every running node knows the active node: a
+// standby that does not yet answers "local node not active but active
+// cluster node not found" (500) to a request the front gives it.
+func (c *Cluster) waitLeaderKnown(limit time.Duration) error {
+	return waitFor(limit, func() error {
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			l, err := n.Client.Sys().LeaderWithContext(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.ID, err)
+			}
+			if !l.IsSelf && l.LeaderClusterAddress == "" {
+				return fmt.Errorf("%s does not know the active node yet", n.ID)
+			}
+		}
+		return nil
+	})
 }
 
 // stop signals the node's process and waits (bounded) for it to exit,
