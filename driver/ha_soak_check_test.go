@@ -1,6 +1,8 @@
 package driver_test
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -114,13 +116,20 @@ path "secret/data/%s" { capabilities = ["read"] }
 	if err := pollUntil(soakSettleFor, func() error { return s.leftovers(false) }); err != nil {
 		t.Errorf("after the soak: %v", err)
 	}
-	// A login the dying leader committed and never answered: Vault issued
-	// a token nobody saw (README: it expires with its TTL). Allowed only
-	// from an attempt that failed across an event; any other is a leak.
-	unanswered, leaked := s.unansweredLogins(t, windows)
+	// What Vault issued across an event and never answered, and what its
+	// interrupted revocations left (cleaned by its token tidy): counted
+	// and reported; anything else is the driver's leak.
+	unansweredTokens, leakedTokens := s.unansweredLogins(t, windows)
+	_, pendingBefore := roleTokensOf(t, c.API, soakRole)
+	leasesBefore := len(soakLeases(t, c.API))
+	s.tidy(t)
+	_, pendingAfter := roleTokensOf(t, c.API, soakRole)
+	leasesAfter := len(soakLeases(t, c.API))
+	unansweredLeases, leakedLeases := s.unansweredLeases(t, windows)
+	leaked := leakedTokens + leakedLeases
 	if err := pollUntil(soakSettleFor, func() error { return s.leftovers(true) }); err != nil {
-		t.Errorf("after revoking the unanswered logins: %v", err)
-		s.explainLeases(t)
+		t.Errorf("at the end: %v", err)
+		s.explain(t)
 		leaked++
 	}
 	reqEnd := d.scrape(t).vaultRequests()
@@ -130,9 +139,9 @@ path "secret/data/%s" { capabilities = ["read"] }
 	if float64(rssEnd) > soakRSSSlack*float64(rssStart) {
 		t.Errorf("driver RSS %.1f MiB after the soak, more than 10%% over its %.1f MiB start", mib(rssEnd), mib(rssStart))
 	}
-	t.Logf("churn soak: %d volumes in %d waves (%d in the warm-up), half with a database lease, %d in parallel, over %s; %d publish and %d unpublish calls %v; events %s; %.0f Vault requests (%.1f per volume); leaks %d (mounts, state records, tokens, leases); %d logins unanswered at an event, revoked by the test; driver RSS %.1f MiB -> %.1f MiB (settled in %s); total %s",
+	t.Logf("churn soak: %d volumes in %d waves (%d in the warm-up), half with a database lease, %d in parallel, over %s; %d publish and %d unpublish calls %v; events %s; %.0f Vault requests (%.1f per volume); leaks %d (mounts, state records, tokens, leases); unanswered at an event and revoked by the test: %d logins, %d database leases; Vault's token tidy: %d->%d tokens pending revocation, %d->%d leases; the driver's revocations by Vault's answer: %s; driver RSS %.1f MiB -> %.1f MiB (settled in %s); total %s",
 		perWave*soakWaves, soakWaves, perWave, soakParallel, churn.Round(time.Second), publishes, unpublishes, counts,
-		describeWindows(windows), reqEnd-reqStart, (reqEnd-reqStart)/float64(perWave*soakWaves), leaked, unanswered,
+		describeWindows(windows), reqEnd-reqStart, (reqEnd-reqStart)/float64(perWave*soakWaves), leaked, unansweredTokens, unansweredLeases, pendingBefore, pendingAfter, leasesBefore, leasesAfter, d.scrape(t).revokeAnswers(),
 		mib(rssStart), mib(rssEnd), settled.Round(time.Second), time.Since(began).Round(time.Second))
 }
 
@@ -169,8 +178,8 @@ func (s *soak) leftovers(vault bool) error {
 	if !vault {
 		return leftErr(left)
 	}
-	if n := len(roleTokensOf(s.t, s.c.API, soakRole)); n > 0 {
-		left = append(left, fmt.Sprintf("%d live tokens", n))
+	if live, pending := roleTokensOf(s.t, s.c.API, soakRole); len(live)+pending > 0 {
+		left = append(left, fmt.Sprintf("%d live tokens and %d pending revocation", len(live), pending))
 	}
 	if n := len(soakLeases(s.t, s.c.API)); n > 0 {
 		left = append(left, fmt.Sprintf("%d database leases", n))
@@ -185,68 +194,146 @@ func leftErr(left []string) error {
 	return nil
 }
 
-// unansweredLogins revokes (root) the live tokens of the soak's role that
-// a failed publish attempt across a cluster event explains, and fails the
-// test for any other. It returns how many it revoked.
-func (s *soak) unansweredLogins(t *testing.T, ws []eventWindow) (unanswered, leaked int) {
-	t.Helper()
-	allowed := 0
+// eventFailures counts the publish attempts that failed across an event:
+// each may have left one login and one database read unanswered.
+func (s *soak) eventFailures(ws []eventWindow) int {
+	n := 0
 	for _, call := range s.log {
 		for _, w := range ws {
 			if call.publish && call.code != codes.OK && call.start.Before(w.end) && call.end.After(w.start) {
-				allowed++
+				n++
 				break
 			}
 		}
 	}
-	inWindow := func(created time.Time) bool {
-		for _, w := range ws {
-			// creation_time has whole seconds.
-			if !created.Before(w.start.Add(-time.Second)) && !created.After(w.end.Add(time.Second)) {
-				return true
-			}
+	return n
+}
+
+// inWindow reports whether a creation time (whole seconds) falls in an event.
+func inWindow(ws []eventWindow, created time.Time) bool {
+	for _, w := range ws {
+		if !created.Before(w.start.Add(-time.Second)) && !created.After(w.end.Add(time.Second)) {
+			return true
 		}
-		return false
 	}
+	return false
+}
+
+// unansweredLogins revokes (root) the usable tokens of the soak's role
+// created across an event: a login the dying leader committed while its
+// caller got an error, so nobody ever held the token (README: it ends
+// with its TTL). Any other usable token fails the test as the driver's
+// leak. It returns how many it revoked and how many leaked.
+func (s *soak) unansweredLogins(t *testing.T, ws []eventWindow) (revoked, leaked int) {
+	t.Helper()
+	done := map[string]bool{}
 	// Polled: Vault may still list a token being revoked for a moment.
-	revoked := map[string]bool{}
 	err := pollUntil(soakSettleFor, func() error {
-		var strays []string
-		for acc, created := range roleTokensOf(t, s.c.API, soakRole) {
-			if !inWindow(created) {
-				strays = append(strays, fmt.Sprintf("%s (created %s)", acc, created.Format(time.RFC3339)))
+		var strays, failed []string
+		live, _ := roleTokensOf(t, s.c.API, soakRole)
+		for acc, created := range live {
+			if !inWindow(ws, created) {
+				strays = append(strays, fmt.Sprintf("token %s (created %s)", acc, created.Format(time.RFC3339)))
 				continue
 			}
-			if _, err := s.c.API.Root.Logical().Write("auth/token/revoke-accessor", map[string]any{"accessor": acc}); err == nil {
-				revoked[acc] = true
+			if _, err := s.c.API.Root.Logical().Write("auth/token/revoke-accessor", map[string]any{"accessor": acc}); err != nil {
+				failed = append(failed, fmt.Sprintf("revoke token %s: %v", acc, err))
+			} else {
+				done[acc] = true
 			}
 		}
 		leaked = len(strays)
 		if leaked > 0 {
-			return fmt.Errorf("%d tokens alive that no cluster event explains, the driver's leak: %s", leaked, strings.Join(strays, ", "))
+			return fmt.Errorf("%d usable tokens that no cluster event explains, the driver's leak: %s", leaked, strings.Join(strays, ", "))
+		}
+		if len(failed) > 0 {
+			return errors.New(strings.Join(failed, "; "))
 		}
 		return nil
 	})
 	if err != nil {
-		t.Errorf("%v; events %s; the driver's revocations by Vault's answer: %s", err, describeWindows(ws), s.d.scrape(t).revokeAnswers())
-		for _, line := range strings.Split(s.d.logs.String(), "\n") {
-			if strings.Contains(line, "evoke") || strings.Contains(line, "late") {
-				t.Logf("driver: %s", line)
-			}
-		}
+		t.Errorf("%v; events %s", err, describeWindows(ws))
+		s.explain(t)
 	}
-	n := len(revoked)
-	if n > allowed {
-		t.Errorf("%d tokens alive from logins during events, more than the %d publish attempts that failed across them", n, allowed)
+	if allowed := s.eventFailures(ws); len(done) > allowed {
+		t.Errorf("%d tokens alive from logins during events, more than the %d publish attempts that failed across them", len(done), allowed)
 	}
-	return n, leaked
+	return len(done), leaked
 }
 
-// roleTokensOf maps the accessors of live tokens from logins as role to
-// their creation time.
-func roleTokensOf(t *testing.T, v *vaulttest.Server, role string) map[string]time.Time {
+// tidy runs Vault's token tidy (what operators schedule) and waits,
+// bounded, until it has revoked what it will: the leases of tokens whose
+// revocation a leader loss interrupted after Vault had answered the
+// driver (the token left "revocation pending", its leases unrevoked).
+func (s *soak) tidy(t *testing.T) {
 	t.Helper()
-	out := map[string]time.Time{}
+	if _, err := s.c.API.Root.Logical().Write("auth/token/tidy", nil); err != nil {
+		t.Errorf("token tidy: %v", err)
+		return
+	}
+	last := -1
+	_ = pollUntil(soakSettleFor, func() error {
+		_, pending := roleTokensOf(t, s.c.API, soakRole)
+		n := len(soakLeases(t, s.c.API)) + pending
+		if n == 0 || n == last {
+			return nil
+		}
+		last = n
+		return fmt.Errorf("%d left", n)
+	})
+}
+
+// unansweredLeases revokes (root) the database leases left after the
+// tidy that were issued across an event: a read the dying leader
+// half-committed ("leadership lost while committing log") while its
+// caller got an error, so the driver never held the lease ID and Vault
+// never indexed it under the token. Any other lease fails the test.
+func (s *soak) unansweredLeases(t *testing.T, ws []eventWindow) (revoked, leaked int) {
+	t.Helper()
+	done := map[string]bool{}
+	err := pollUntil(soakSettleFor, func() error {
+		var strays, failed []string
+		for _, id := range soakLeases(t, s.c.API) {
+			lease := vaulttest.DatabaseMount + "/creds/" + soakRole + "/" + id
+			sec, err := s.c.API.Root.Logical().Write("sys/leases/lookup", map[string]any{"lease_id": lease})
+			if err != nil || sec == nil {
+				continue // revoked meanwhile
+			}
+			issued, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["issue_time"]))
+			if !inWindow(ws, issued) {
+				strays = append(strays, fmt.Sprintf("lease %s (issued %s)", id, issued.Format(time.RFC3339Nano)))
+				continue
+			}
+			if _, err := s.c.API.Root.Logical().Write("sys/leases/revoke", map[string]any{"lease_id": lease, "sync": true}); err != nil {
+				failed = append(failed, fmt.Sprintf("revoke lease %s: %v", id, err))
+			} else {
+				done[id] = true
+			}
+		}
+		leaked = len(strays)
+		if leaked > 0 {
+			return fmt.Errorf("%d database leases that no cluster event explains, the driver's leak: %s", leaked, strings.Join(strays, ", "))
+		}
+		if len(failed) > 0 {
+			return errors.New(strings.Join(failed, "; "))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%v; events %s", err, describeWindows(ws))
+		s.explain(t)
+	}
+	if allowed := s.eventFailures(ws); len(done) > allowed {
+		t.Errorf("%d leases alive from reads during events, more than the %d publish attempts that failed across them", len(done), allowed)
+	}
+	return len(done), leaked
+}
+
+// roleTokensOf maps the accessors of the usable tokens from logins as
+// role to their creation time, and counts those pending revocation.
+func roleTokensOf(t *testing.T, v *vaulttest.Server, role string) (live map[string]time.Time, pending int) {
+	t.Helper()
+	live = map[string]time.Time{}
 	for acc := range accessorSet(t, v) {
 		sec, err := v.Root.Logical().Write("auth/token/lookup-accessor", map[string]any{"accessor": acc})
 		if err != nil || sec == nil {
@@ -255,15 +342,17 @@ func roleTokensOf(t *testing.T, v *vaulttest.Server, role string) map[string]tim
 		if meta, _ := sec.Data["meta"].(map[string]any); meta == nil || meta["role"] != role {
 			continue
 		}
-		ct, _ := sec.Data["creation_time"].(interface{ Int64() (int64, error) })
-		var created time.Time
-		if ct != nil {
-			n, _ := ct.Int64()
-			created = time.Unix(n, 0)
+		// num_uses -1: revocation pending in Vault; the token is refused
+		// for any use (revoke-self answers 403), only Vault can finish it.
+		if uses, _ := sec.Data["num_uses"].(json.Number); uses.String() == "-1" {
+			pending++
+			continue
 		}
-		out[acc] = created
+		ct, _ := sec.Data["creation_time"].(json.Number)
+		n, _ := ct.Int64()
+		live[acc] = time.Unix(n, 0)
 	}
-	return out
+	return live, pending
 }
 
 // soakLeases lists the leases under database/creds/<soakRole>.
@@ -335,10 +424,17 @@ func settledRSS(t *testing.T, pid int, baseline int64) int64 {
 	return last
 }
 
-// explainLeases logs what Vault says of the leases left, and what its
-// nodes logged about leases, for a failure's diagnosis.
-func (s *soak) explainLeases(t *testing.T) {
+// explain logs, for a failure's diagnosis, the driver's revocations by
+// Vault's answer and its log lines about them, what Vault says of the
+// leases left, and what its nodes logged about leases.
+func (s *soak) explain(t *testing.T) {
 	t.Helper()
+	t.Logf("the driver's revocations by Vault's answer: %s", s.d.scrape(t).revokeAnswers())
+	for _, line := range strings.Split(s.d.logs.String(), "\n") {
+		if strings.Contains(line, "evoke") || strings.Contains(line, "late") {
+			t.Logf("driver: %s", line)
+		}
+	}
 	for _, id := range soakLeases(t, s.c.API) {
 		lease := vaulttest.DatabaseMount + "/creds/" + soakRole + "/" + id
 		sec, err := s.c.API.Root.Logical().Write("sys/leases/lookup", map[string]any{"lease_id": lease})
