@@ -146,7 +146,7 @@ func (s *soak) publish(v volume) error {
 		return fmt.Errorf("publish %s: %w", v.pod.PodName, err)
 	}
 	if b, err := os.ReadFile(filepath.Join(v.target, "value")); err != nil || string(b) != soakKVValue {
-		return fmt.Errorf("publish %s: value file %q, %v", v.pod.PodName, b, err)
+		return fmt.Errorf("publish %s: value file %q: %w", v.pod.PodName, b, err)
 	}
 	return nil
 }
@@ -266,6 +266,7 @@ func (s *soak) clusterEvent(ev soakEvent) (time.Duration, error) {
 		return recovered, s.c.Restart(leader)
 	case soakFullRestart:
 		return s.c.RestartAll()
+	case soakNoEvent:
 	}
 	return 0, nil
 }

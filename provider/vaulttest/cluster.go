@@ -306,11 +306,11 @@ func (c *Cluster) initialize() error {
 		return err
 	}
 	phase("joiners joined+unsealed")
-	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+	if err := c.waitVoters(); err != nil {
 		return err
 	}
 	phase("three voters")
-	err = c.waitLeaderKnown(nodeReadyTimeout)
+	err = c.waitLeaderKnown()
 	phase("every node knows the leader")
 	return err
 }
@@ -333,8 +333,10 @@ func (c *Cluster) unseal(n *Node) error {
 	})
 }
 
-func (c *Cluster) waitVoters(want int, limit time.Duration) error {
-	return waitFor(limit, func() error {
+// waitVoters waits until all ClusterSize servers are Raft voters.
+func (c *Cluster) waitVoters() error {
+	const want = ClusterSize
+	return waitFor(nodeReadyTimeout, func() error {
 		active, err := c.Active()
 		if err != nil {
 			return err
@@ -403,10 +405,10 @@ func (c *Cluster) Restart(n *Node) error {
 		return fmt.Errorf("unseal %s: %w\n%s", n.ID, err, n.Logs())
 	}
 	c.Front.SetDown(n.Listen, false)
-	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+	if err := c.waitVoters(); err != nil {
 		return err
 	}
-	return c.waitLeaderKnown(nodeReadyTimeout)
+	return c.waitLeaderKnown()
 }
 
 // Seal seals a node through the API (it keeps running, its open
@@ -443,10 +445,10 @@ func (c *Cluster) Unseal(n *Node) error {
 	if err := c.unseal(n); err != nil {
 		return err
 	}
-	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+	if err := c.waitVoters(); err != nil {
 		return err
 	}
-	return c.waitLeaderKnown(nodeReadyTimeout)
+	return c.waitLeaderKnown()
 }
 
 // Stop kills every node and the front and removes the data.

@@ -58,17 +58,17 @@ func (c *Cluster) RestartAll() (time.Duration, error) {
 		return 0, fmt.Errorf("no leader after the restart: %w", err)
 	}
 	down := time.Since(start)
-	if err := c.waitVoters(ClusterSize, nodeReadyTimeout); err != nil {
+	if err := c.waitVoters(); err != nil {
 		return down, err
 	}
-	return down, c.waitLeaderKnown(nodeReadyTimeout)
+	return down, c.waitLeaderKnown()
 }
 
 // waitLeaderKnown waits until every running node knows the active node: a
 // standby that does not yet answers "local node not active but active
 // cluster node not found" (500) to a request the front gives it.
-func (c *Cluster) waitLeaderKnown(limit time.Duration) error {
-	return waitFor(limit, func() error {
+func (c *Cluster) waitLeaderKnown() error {
+	return waitFor(nodeReadyTimeout, func() error {
 		for _, n := range c.Nodes {
 			if !n.Running() {
 				continue
