@@ -20,6 +20,10 @@ import (
 // How long the end of the soak waits for things to settle (bounded).
 const (
 	soakSettleFor = 90 * time.Second
+	// vaultDrainFor is how long Vault gets to finish revocations it
+	// answered before a leader change interrupted them, before its token
+	// tidy runs.
+	vaultDrainFor = 60 * time.Second
 	// rssSettleFor covers the Go runtime's forced GC (every 2 minutes of
 	// no collection): garbage of the last wave may wait for it, and the
 	// driver exposes no way to force one.
@@ -120,6 +124,18 @@ path "secret/data/%s" { capabilities = ["read"] }
 	// interrupted revocations left (cleaned by its token tidy): counted
 	// and reported; anything else is the driver's leak.
 	unansweredTokens, leakedTokens := s.unansweredLogins(t, windows)
+	_, pendingAtEnd := roleTokensOf(t, c.API, soakRole)
+	leasesAtEnd := len(soakLeases(t, c.API))
+	// Vault's own restore and revocation jobs first (bounded), then tidy.
+	drainFrom := time.Now()
+	_ = pollUntil(vaultDrainFor, func() error {
+		_, pending := roleTokensOf(t, c.API, soakRole)
+		if n := len(soakLeases(t, c.API)) + pending; n > 0 {
+			return fmt.Errorf("%d left", n)
+		}
+		return nil
+	})
+	drained := time.Since(drainFrom)
 	_, pendingBefore := roleTokensOf(t, c.API, soakRole)
 	leasesBefore := len(soakLeases(t, c.API))
 	s.tidy(t)
@@ -139,9 +155,9 @@ path "secret/data/%s" { capabilities = ["read"] }
 	if float64(rssEnd) > soakRSSSlack*float64(rssStart) {
 		t.Errorf("driver RSS %.1f MiB after the soak, more than 10%% over its %.1f MiB start", mib(rssEnd), mib(rssStart))
 	}
-	t.Logf("churn soak: %d volumes in %d waves (%d in the warm-up), half with a database lease, %d in parallel, over %s; %d publish and %d unpublish calls %v; events %s; %.0f Vault requests (%.1f per volume); leaks %d (mounts, state records, tokens, leases); unanswered at an event and revoked by the test: %d logins, %d database leases; Vault's token tidy: %d->%d tokens pending revocation, %d->%d leases; the driver's revocations by Vault's answer: %s; driver RSS %.1f MiB -> %.1f MiB (settled in %s); total %s",
+	t.Logf("churn soak: %d volumes in %d waves (%d in the warm-up), half with a database lease, %d in parallel, over %s; %d publish and %d unpublish calls %v; events %s; %.0f Vault requests (%.1f per volume); leaks %d (mounts, state records, tokens, leases); unanswered at an event and revoked by the test: %d logins, %d database leases; tokens pending revocation / database leases in Vault at the end %d/%d, %s later %d/%d, after Vault's token tidy %d/%d; the driver's revocations by Vault's answer: %s; driver RSS %.1f MiB -> %.1f MiB (settled in %s); total %s",
 		perWave*soakWaves, soakWaves, perWave, soakParallel, churn.Round(time.Second), publishes, unpublishes, counts,
-		describeWindows(windows), reqEnd-reqStart, (reqEnd-reqStart)/float64(perWave*soakWaves), leaked, unansweredTokens, unansweredLeases, pendingBefore, pendingAfter, leasesBefore, leasesAfter, d.scrape(t).revokeAnswers(),
+		describeWindows(windows), reqEnd-reqStart, (reqEnd-reqStart)/float64(perWave*soakWaves), leaked, unansweredTokens, unansweredLeases, pendingAtEnd, leasesAtEnd, drained.Round(time.Second), pendingBefore, leasesBefore, pendingAfter, leasesAfter, d.scrape(t).revokeAnswers(),
 		mib(rssStart), mib(rssEnd), settled.Round(time.Second), time.Since(began).Round(time.Second))
 }
 
