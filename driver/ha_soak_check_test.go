@@ -23,7 +23,7 @@ const (
 	// vaultDrainFor is how long Vault gets to finish revocations it
 	// answered before a leader change interrupted them, before its token
 	// tidy runs.
-	vaultDrainFor = 60 * time.Second
+	vaultDrainFor = 30 * time.Second
 	// rssSettleFor covers the Go runtime's forced GC (every 2 minutes of
 	// no collection): garbage of the last wave may wait for it, and the
 	// driver exposes no way to force one.
