@@ -38,6 +38,7 @@ func TestVaultHA(t *testing.T) {
 	t.Run("SealedNodeInRotation", func(t *testing.T) { testSealedNode(t, c) })
 	t.Run("LeaderLossDuringBurst", func(t *testing.T) { testLeaderLossBurst(t, c) })
 	t.Run("LeaderLossDuringRefresh", func(t *testing.T) { testLeaderLossRefresh(t, c) })
+	t.Run("ChurnSoak", func(t *testing.T) { testChurnSoak(t, c) })
 }
 
 // testLeaderLossRefresh: running volumes with a KV secret and a database

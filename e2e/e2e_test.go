@@ -183,6 +183,7 @@ func TestE2E(t *testing.T) {
 	t.Run("6 driver pod deleted and back", s.testDriverRestart)
 	t.Run("5 Vault down at start and during rotation", s.testVaultOutage)
 	t.Run("8 burst of pods", s.testBurst)
+	t.Run("13 HA Vault over TLS", s.testHAVault)
 	// Last: it replaces the driver the other scenarios ran against.
 	t.Run("10 helm upgrade to a new image while pods run", s.testUpgrade)
 

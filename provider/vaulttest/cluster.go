@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,8 +306,12 @@ func (c *Cluster) initialize() error {
 		return err
 	}
 	phase("joiners joined+unsealed")
-	err = c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(); err != nil {
+		return err
+	}
 	phase("three voters")
+	err = c.waitLeaderKnown()
+	phase("every node knows the leader")
 	return err
 }
 
@@ -328,8 +333,10 @@ func (c *Cluster) unseal(n *Node) error {
 	})
 }
 
-func (c *Cluster) waitVoters(want int, limit time.Duration) error {
-	return waitFor(limit, func() error {
+// waitVoters waits until all ClusterSize servers are Raft voters.
+func (c *Cluster) waitVoters() error {
+	const want = ClusterSize
+	return waitFor(nodeReadyTimeout, func() error {
 		active, err := c.Active()
 		if err != nil {
 			return err
@@ -382,15 +389,7 @@ func (c *Cluster) WaitActive(limit time.Duration) (*Node, error) {
 // the front (its connections drop, as endpoints of a dead pod do).
 func (c *Cluster) Kill(n *Node) {
 	c.Front.SetDown(n.Listen, true)
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	_ = n.cmd.Process.Kill()
-	select {
-	case <-n.done:
-	case <-time.After(10 * time.Second):
-	}
-	n.cmd = nil
+	n.stop(syscall.SIGKILL, 10*time.Second)
 }
 
 // Restart starts a killed node again, unseals it, waits for it to be a
@@ -406,7 +405,10 @@ func (c *Cluster) Restart(n *Node) error {
 		return fmt.Errorf("unseal %s: %w\n%s", n.ID, err, n.Logs())
 	}
 	c.Front.SetDown(n.Listen, false)
-	return c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(); err != nil {
+		return err
+	}
+	return c.waitLeaderKnown()
 }
 
 // Seal seals a node through the API (it keeps running, its open
@@ -443,20 +445,16 @@ func (c *Cluster) Unseal(n *Node) error {
 	if err := c.unseal(n); err != nil {
 		return err
 	}
-	return c.waitVoters(ClusterSize, nodeReadyTimeout)
+	if err := c.waitVoters(); err != nil {
+		return err
+	}
+	return c.waitLeaderKnown()
 }
 
 // Stop kills every node and the front and removes the data.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Kill()
-			select {
-			case <-n.done:
-			case <-time.After(10 * time.Second):
-			}
-			n.cmd = nil
-		}
+		n.stop(syscall.SIGKILL, 10*time.Second)
 	}
 	if c.Front != nil {
 		c.Front.Close()
