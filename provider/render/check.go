@@ -156,7 +156,7 @@ func guardRanges(ranges []*parse.RangeNode) error {
 	if len(ranges) == 0 {
 		return nil
 	}
-	g, err := template.New("guard").Funcs(funcs(nil, nil)).Parse("{{" + funcLoopGuard + "}}")
+	g, err := template.New("guard").Funcs(funcs(nil, nil, 0)).Parse("{{" + funcLoopGuard + "}}")
 	if err != nil {
 		return fmt.Errorf("%w: loop guard: %w", ErrInvalid, err)
 	}

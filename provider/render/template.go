@@ -56,7 +56,7 @@ func Parse(name, src string) (*Template, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, fmt.Errorf("%w: empty", ErrInvalid)
 	}
-	t, err := template.New(name).Option("missingkey=error").Funcs(funcs(nil, nil)).Parse(src)
+	t, err := template.New(name).Option("missingkey=error").Funcs(funcs(nil, nil, 0)).Parse(src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, parseMsg(err))
 	}
@@ -139,7 +139,7 @@ func (t *Template) Execute(get Lookup, max int64) ([]byte, error) {
 		}
 		return "", nil
 	}
-	clone.Funcs(funcs(secret, guard))
+	clone.Funcs(funcs(secret, guard, max))
 	w := &limitWriter{max: max}
 	if err := clone.Execute(w, nil); err != nil {
 		if errors.Is(err, ErrTooLarge) {

@@ -198,3 +198,52 @@ DATABASE_URL=postgres://{{ .username }}:{{ .password | urlEscape }}@db.shop.svc:
 		}
 	}
 }
+
+// TestTemplateValueBound: a value built inside an expression is bounded
+// by the output limit before it is allocated, not only when written: each
+// of these would build far more than the limit (gigabytes, for some)
+// from a small secret and a short template.
+func TestTemplateValueBound(t *testing.T) {
+	const limit = 64 << 10
+	big := strings.Repeat("a", 32<<10)
+	lines := strings.Repeat("\n", 32<<10)
+	get := func(Ref) (map[string]any, error) {
+		return map[string]any{"a": big, "nl": lines, "list": []any{big, big, big}, "short": "ab"}, nil
+	}
+	bad := map[string]string{
+		"replace grows":          `{{ with secret "secret/data/x" }}{{ replace "a" .a .a }}{{ end }}`,
+		"replace then contains":  `{{ with secret "secret/data/x" }}{{ if contains "b" (replace "a" .a .a) }}x{{ end }}{{ end }}`,
+		"doubling chain":         `{{ with secret "secret/data/x" }}{{ len (replace "a" "aa" (replace "a" "aa" (replace "a" "aa" .a))) }}{{ end }}`,
+		"printf repeats an arg":  `{{ with secret "secret/data/x" }}{{ len (printf "%[1]s%[1]s%[1]s" .a) }}{{ end }}`,
+		"printf extra args":      `{{ with secret "secret/data/x" }}{{ len (printf "" .a .a .a) }}{{ end }}`,
+		"printf bad verb":        `{{ with secret "secret/data/x" }}{{ len (printf "%!%!%!" .a .a .a) }}{{ end }}`,
+		"indent many lines":      `{{ with secret "secret/data/x" }}{{ len (indent 8 .nl) }}{{ end }}`,
+		"join with a long sep":   `{{ with secret "secret/data/x" }}{{ len (join .a .list) }}{{ end }}`,
+		"quote of a long value":  `{{ with secret "secret/data/x" }}{{ len (quote (replace "a" "\x01" .a)) }}{{ end }}`,
+		"b64enc of a long value": `{{ with secret "secret/data/x" }}{{ len (b64enc (printf "%s%s" .a .a)) }}{{ end }}`,
+	}
+	for name, src := range bad {
+		t.Run(name, func(t *testing.T) {
+			tpl, err := Parse("f", src)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if _, err := tpl.Execute(get, limit); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("got %v, want ErrTooLarge", err)
+			}
+		})
+	}
+	// Within the bound the same functions work.
+	good := `{{ with secret "secret/data/x" }}{{ replace "a" "bb" .short }}{{ printf "%[1]s-%[1]q" .short }}{{ indent 2 .short }}{{ join "," (keys .) }}{{ end }}`
+	tpl, err := Parse("f", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := tpl.Execute(get, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `bbb` + `ab-"ab"` + `  ab` + "a,list,nl,short"; string(out) != want {
+		t.Fatalf("got %q, want %q", out, want)
+	}
+}
