@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +144,11 @@ const (
 	// minPingInterval: a client pinging more often, or pinging with no call
 	// in flight, is told to go away (gRPC keepalive enforcement).
 	minPingInterval = 10 * time.Second
+	// csiWindow is HTTP/2's default flow-control window (RFC 9113 6.9.2),
+	// fixed: CSI calls are a few KiB, and a static window spares each
+	// connection (kubelet makes one per call) gRPC's bandwidth-estimation
+	// PING and its answer, and a WINDOW_UPDATE (TestKubeletCallNoPing).
+	csiWindow = 65535
 )
 
 // Driver serves CSI Identity and Node.
@@ -299,7 +305,12 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: d.cfg.MaxConnectionIdle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval}),
-		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn))
+		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		grpc.StaticStreamWindowSize(csiWindow), grpc.StaticConnWindowSize(csiWindow),
+		// Calls run on long-lived workers whose stacks have already grown
+		// to what a publish needs (Vault client, JSON, net/http): a new
+		// goroutine per call grew and copied its stack every time.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
