@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -70,7 +71,7 @@ func Write(dir string, files []File, opts Options) (changed bool, err error) {
 		return false, err
 	}
 	tmpLink := filepath.Join(dir, newDataDirName)
-	_ = os.Remove(tmpLink)
+	_ = syscall.Unlink(tmpLink) // a leftover of a crash: only ever a symlink
 	if err := os.Symlink(filepath.Base(payload), tmpLink); err != nil {
 		cleanup()
 		return false, fmt.Errorf("create %s link: %w", newDataDirName, err)
@@ -266,6 +267,15 @@ func linkVisible(dir string, files []File) error {
 	for name := range topLevel(files) {
 		link := filepath.Join(dir, name)
 		want := filepath.Join(dataDirName, name)
+		// A new name (every name of a first write) is one symlink(2); only
+		// a name that exists is read and, if it differs, replaced.
+		err := os.Symlink(want, link)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("link %s: %w", name, err)
+		}
 		if got, err := os.Readlink(link); err == nil && got == want {
 			continue
 		}
@@ -274,7 +284,7 @@ func linkVisible(dir string, files []File) error {
 		if len(tmp)-len(dir) > 255 {
 			tmp = filepath.Join(dir, "..link.tmp")
 		}
-		_ = os.Remove(tmp)
+		_ = syscall.Unlink(tmp) // a leftover of a crash; os.Remove would also try rmdir(2)
 		if err := os.Symlink(want, tmp); err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
 		}
