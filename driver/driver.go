@@ -310,7 +310,7 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		// Calls run on long-lived workers whose stacks have already grown
 		// to what a publish needs (Vault client, JSON, net/http): a new
 		// goroutine per call grew and copied its stack every time.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
+		grpc.NumStreamWorkers(streamWorkers()))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
@@ -331,6 +331,12 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		srv.Stop()
 	}
 	return nil
+}
+
+// streamWorkers is one gRPC stream worker per P (GOMAXPROCS is at least 1
+// and far below the uint32 range).
+func streamWorkers() uint32 {
+	return uint32(min(runtime.GOMAXPROCS(0), maxStreamsPerConn)) //nolint:gosec // 1..64
 }
 
 // keyedMutex serialises operations on one target path while letting
