@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -146,6 +147,11 @@ const (
 	// minPingInterval: a client pinging more often, or pinging with no call
 	// in flight, is told to go away (gRPC keepalive enforcement).
 	minPingInterval = 10 * time.Second
+	// csiWindow is HTTP/2's default flow-control window (RFC 9113 6.9.2),
+	// fixed: CSI calls are a few KiB, and a static window spares each
+	// connection (kubelet makes one per call) gRPC's bandwidth-estimation
+	// PING and its answer, and a WINDOW_UPDATE (TestKubeletCallNoPing).
+	csiWindow = 65535
 )
 
 // Driver serves CSI Identity and Node.
@@ -305,7 +311,12 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: d.cfg.MaxConnectionIdle}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval}),
-		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn))
+		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		grpc.StaticStreamWindowSize(csiWindow), grpc.StaticConnWindowSize(csiWindow),
+		// Calls run on long-lived workers whose stacks have already grown
+		// to what a publish needs (Vault client, JSON, net/http): a new
+		// goroutine per call grew and copied its stack every time.
+		grpc.NumStreamWorkers(streamWorkers()))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
@@ -326,6 +337,12 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		srv.Stop()
 	}
 	return nil
+}
+
+// streamWorkers is one gRPC stream worker per P (GOMAXPROCS is at least 1
+// and far below the uint32 range).
+func streamWorkers() uint32 {
+	return uint32(min(runtime.GOMAXPROCS(0), maxStreamsPerConn)) //nolint:gosec // 1..64
 }
 
 // keyedMutex serialises operations on one target path while letting

@@ -19,6 +19,30 @@ import (
 // -memprofile see its code (the binary benchmarks measure what kubelet sees).
 func inProcess(b *testing.B, period time.Duration) csi.NodeClient {
 	b.Helper()
+	conn, err := grpc.NewClient("unix://"+inProcessSocket(b, period), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return csi.NewNodeClient(conn)
+}
+
+// onNewConn makes one call on a connection of its own, as kubelet does:
+// the connection set-up is part of what the driver pays per call.
+func onNewConn(b *testing.B, sock string, call func(csi.NodeClient) error) {
+	b.Helper()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	if err := call(csi.NewNodeClient(conn)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func inProcessSocket(b *testing.B, period time.Duration) string {
+	b.Helper()
 	stateDir, err := os.MkdirTemp("/dev/shm", "vcd-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -38,12 +62,7 @@ func inProcess(b *testing.B, period time.Duration) csi.NodeClient {
 	go func() { _ = d.Serve(ctx, "unix://"+sock, time.Second); close(done) }()
 	b.Cleanup(func() { cancel(); <-done })
 	<-d.Ready()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	return csi.NewNodeClient(conn)
+	return sock
 }
 
 func BenchmarkInProcessRepublish(b *testing.B) {
@@ -80,5 +99,27 @@ func BenchmarkInProcessPublish3Secrets(b *testing.B) {
 		b.StopTimer()
 		_, _ = node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: req.TargetPath})
 		b.StartTimer()
+	}
+}
+
+// BenchmarkInProcessRepublishKubelet is BenchmarkInProcessRepublish on a new
+// connection per call: what a not-due re-publish costs the driver when
+// kubelet makes it.
+func BenchmarkInProcessRepublishKubelet(b *testing.B) {
+	sock := inProcessSocket(b, time.Hour)
+	target := newTarget(b)
+	req := volume{target: target, pod: shopPod, secrets: threeSecrets, inSecrets: true}.request()
+	ctx := context.Background()
+	publish := func(n csi.NodeClient) error { _, err := n.NodePublishVolume(ctx, req); return err }
+	onNewConn(b, sock, publish)
+	b.Cleanup(func() {
+		onNewConn(b, sock, func(n csi.NodeClient) error {
+			_, err := n.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target})
+			return err
+		})
+	})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		onNewConn(b, sock, publish)
 	}
 }

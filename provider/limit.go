@@ -23,10 +23,12 @@ const (
 	// grows) and the decoded values.
 	DecodeFactor = 3
 	// largeResponse is where a response stops being small: a fetch reads
-	// up to 8 paths at once, but decodes only one response larger than
-	// this at a time, so that one volume of large secrets fits a budget
-	// (8 responses of 8 MiB at once would need 192 MiB).
-	largeResponse = 1 << 20
+	// up to maxParallel paths at once, but decodes only one response
+	// larger than this at a time, so that one volume of large secrets fits
+	// a budget (16 responses of 8 MiB at once would need 384 MiB). The
+	// other reads' small responses together stay at 7 MiB, as with 8
+	// reads of up to 1 MiB: MinBudget did not grow with the read cap.
+	largeResponse = (7 << 20) / (maxParallel - 1)
 )
 
 // MinBudget is the smallest Budget with which one volume at maxVolumeBytes

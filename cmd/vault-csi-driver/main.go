@@ -41,7 +41,7 @@ type options struct {
 	events, reloadSignals                         bool
 	rotationPeriod, shutdownGrace                 time.Duration
 	maxVolumeBytes, maxBytesInFlight              int64
-	maxFetches, maxConns                          int
+	maxFetches, maxConns, maxProcs                int
 	maxConnIdle                                   time.Duration
 }
 
@@ -75,6 +75,7 @@ func main() {
 	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Events and pod labels (default: in-cluster when running in a pod)")
 	flag.BoolVar(&o.events, "events", true, "record Kubernetes Events on pods (needs API access)")
 	flag.BoolVar(&o.reloadSignals, "reload-signals", false, "let pods ask for a signal to one of their containers after a refresh changed their files (volume attribute reload); needs the host's PID namespace (hostPID) and API access")
+	flag.IntVar(&o.maxProcs, "max-procs", defaultMaxProcs, "CPUs that run the driver's Go code at once (GOMAXPROCS; 0: Go's default, the node's CPUs or the container's CPU limit; the GOMAXPROCS env var wins)")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -90,6 +91,10 @@ func run(o options) error {
 		return errors.New("--node-id is required")
 	}
 	if err := checkStateDir(o.stateDir, o.stateOnDisk); err != nil {
+		return err
+	}
+	procs, err := setMaxProcs(o.maxProcs)
+	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -208,7 +213,7 @@ func run(o options) error {
 	}
 	klog.InfoS("vault-csi-driver started", "version", version, "node", o.nodeID, "vault", o.vaultAddr,
 		"authMethod", prov.Config().AuthMethod, "authMount", prov.Config().AuthMount,
-		"policy", o.policyFile != "", "events", rep.Events != nil, "reloadSignals", o.reloadSignals)
+		"policy", o.policyFile != "", "events", rep.Events != nil, "reloadSignals", o.reloadSignals, "maxProcs", procs)
 	select {
 	case err := <-errc:
 		stop()

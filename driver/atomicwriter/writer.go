@@ -11,11 +11,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -70,7 +74,7 @@ func Write(dir string, files []File, opts Options) (changed bool, err error) {
 		return false, err
 	}
 	tmpLink := filepath.Join(dir, newDataDirName)
-	_ = os.Remove(tmpLink)
+	_ = syscall.Unlink(tmpLink) // a leftover of a crash: only ever a symlink
 	if err := os.Symlink(filepath.Base(payload), tmpLink); err != nil {
 		cleanup()
 		return false, fmt.Errorf("create %s link: %w", newDataDirName, err)
@@ -202,30 +206,58 @@ func writePayload(payload string, files []File, opts Options) error {
 			return fmt.Errorf("chown payload dir: %w", err)
 		}
 	}
+	// Files are created relative to the payload dir, held open: dir is
+	// often a /proc/self/fd path (the driver's symlink-free target), whose
+	// lookup cost each path call again.
+	pfd, err := unix.Open(payload, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open payload dir: %w", err)
+	}
+	defer func() { _ = unix.Close(pfd) }() // an O_PATH descriptor: nothing to flush
 	for _, f := range files {
-		p := filepath.Join(payload, f.Name)
 		if err := mkdirs(payload, filepath.Dir(f.Name), opts); err != nil {
 			return err
 		}
-		// O_EXCL|O_NOFOLLOW: the payload dir is new, so anything already
-		// there is an attack or a bug.
-		fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o600)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", f.Name, err)
-		}
-		_, err = fh.Write(f.Data)
-		if err == nil && opts.GID >= 0 {
-			err = fh.Chown(-1, opts.GID)
-		}
-		if err == nil {
-			err = fh.Chmod(f.Mode.Perm())
-		}
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := writeFileAt(pfd, f, opts); err != nil {
 			return fmt.Errorf("write %s: %w", f.Name, err)
 		}
+	}
+	return nil
+}
+
+// writeFileAt creates one payload file below the payload dir pfd.
+// O_EXCL|O_NOFOLLOW: the payload dir is new, so anything already there is
+// an attack or a bug.
+func writeFileAt(pfd int, f File, opts Options) (err error) {
+	fd, err := unix.Openat(pfd, f.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	defer func() {
+		if cerr := unix.Close(fd); err == nil && cerr != nil {
+			err = fmt.Errorf("close: %w", cerr)
+		}
+	}()
+	for data := f.Data; len(data) > 0; { // bounded: each pass writes at least a byte or fails
+		n, err := unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return io.ErrShortWrite
+		}
+		data = data[n:]
+	}
+	if opts.GID >= 0 {
+		if err := unix.Fchown(fd, -1, opts.GID); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if err := unix.Fchmod(fd, uint32(f.Mode.Perm())); err != nil {
+		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil
 }
@@ -266,6 +298,15 @@ func linkVisible(dir string, files []File) error {
 	for name := range topLevel(files) {
 		link := filepath.Join(dir, name)
 		want := filepath.Join(dataDirName, name)
+		// A new name (every name of a first write) is one symlink(2); only
+		// a name that exists is read and, if it differs, replaced.
+		err := os.Symlink(want, link)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("link %s: %w", name, err)
+		}
 		if got, err := os.Readlink(link); err == nil && got == want {
 			continue
 		}
@@ -274,7 +315,7 @@ func linkVisible(dir string, files []File) error {
 		if len(tmp)-len(dir) > 255 {
 			tmp = filepath.Join(dir, "..link.tmp")
 		}
-		_ = os.Remove(tmp)
+		_ = syscall.Unlink(tmp) // a leftover of a crash; os.Remove would also try rmdir(2)
 		if err := os.Symlink(want, tmp); err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
 		}

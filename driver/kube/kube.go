@@ -75,7 +75,11 @@ func NewForConfig(cfg *rest.Config) (*Client, error) {
 	c.APIPath = "/api"
 	c.GroupVersion = &corev1.SchemeGroupVersion
 	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	c.ContentType = runtime.ContentTypeJSON
+	// Protobuf, as kubelet and the controllers speak: an Event posted per
+	// publish (and the API server's answer) costs a fraction of the CPU
+	// that reflection-driven JSON did.
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	rc, err := rest.RESTClientFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -3,7 +3,9 @@ package kube_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,4 +131,55 @@ func TestAgainstAPIServer(t *testing.T) {
 		nilRec.Event(kubeNS, "payment-1", uid, "Normal", "X", "nil recorder is a no-op")
 		nilRec.Stop()
 	})
+	t.Run("protobuf on the wire", func(t *testing.T) {
+		// What the driver sends and reads on the publish path (an Event per
+		// publish, the pod read of a policy with labels): protobuf, not JSON.
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var seen []string
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				resp, err := rt.RoundTrip(r)
+				if err == nil {
+					mu.Lock()
+					seen = append(seen, r.Method+" sent "+r.Header.Get("Content-Type")+" got "+resp.Header.Get("Content-Type"))
+					mu.Unlock()
+				}
+				return resp, err
+			})
+		}
+		pc, err := kube.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.PodLabels(ctxT(t), kubeNS, "payment-1", uid); err != nil {
+			t.Fatal(err)
+		}
+		rec := kube.NewRecorder(pc, "node-7")
+		rec.Event(kubeNS, "payment-1", uid, corev1.EventTypeNormal, "VaultSecretsMounted", "protobuf")
+		for i := 0; i < 200; i++ { // the broadcaster posts it in the background
+			mu.Lock()
+			n := len(seen)
+			mu.Unlock()
+			if n >= 2 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		rec.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		const pb = "application/vnd.kubernetes.protobuf"
+		want := []string{"GET sent  got " + pb, "POST sent " + pb + " got " + pb}
+		if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+		}
+	})
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
