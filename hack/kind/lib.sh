@@ -1,0 +1,42 @@
+# shellcheck shell=bash disable=SC2154,SC2034 # $root is set by the script that sources this file
+# Sourced by hack/kind/*.sh and hack/e2e-kind.sh (needs $root, the repo root).
+# One Docker engine of the project's own: its socket, pid file, exec root and a state dir
+# that records what the host looked like before it started, so docker-down.sh can put
+# every change back. The data root is a cache (images survive, keyed by tag).
+#   VCD_KIND_STOCK=1   use the caller's own Docker (DOCKER_HOST or its default) and stock
+#                      kind node images from a registry: no dockerd of ours, no image build.
+: "${root:?lib.sh needs root, the repo root}"
+. "$root/hack/lib-cache.sh"
+export PATH=$PATH:/usr/local/go/bin
+
+KIND_VERSION=v0.33.0
+K8S_VERSION=v1.35.4
+KIND_CLUSTER=${KIND_CLUSTER_NAME:-vault-csi-e2e}
+VCD_DOCKER_SOCK=/run/vcd-docker.sock
+VCD_DOCKER_PID=/run/vcd-docker.pid
+VCD_DOCKER_EXEC=/run/vcd-docker
+VCD_DOCKER_STATE=/run/vcd-docker.state
+VCD_DOCKER_DATA=${VCD_DOCKER_DATA:-$(dirname "$tools_cache")/docker}
+kind_stock() { [ "${VCD_KIND_STOCK:-}" = 1 ]; }
+if ! kind_stock; then
+  export DOCKER_HOST=unix://$VCD_DOCKER_SOCK
+fi
+
+kind_log() { echo "[kind $(date -u +%H:%M:%S)] $*" >&2; }
+kind_die() { echo "hack/kind: $*" >&2; exit 1; }
+
+# dockerd_running: our dockerd (by its pid file) is alive.
+dockerd_running() {
+  [ -s "$VCD_DOCKER_PID" ] && kill -0 "$(cat "$VCD_DOCKER_PID")" 2>/dev/null
+}
+
+# kind_bin prints the path of kind $KIND_VERSION, built once into the tools cache.
+kind_bin() {
+  local dir="$root/.cache/tools/kind-$KIND_VERSION"
+  if [ ! -x "$dir/kind" ]; then
+    kind_log "building kind $KIND_VERSION into $dir"
+    GOBIN="$dir.tmp" CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kind@$KIND_VERSION" >&2
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir/kind"
+}
