@@ -23,6 +23,8 @@
 //	E2E_KUBERNETES_SERVICE_HOST/PORT  API address for the driver when Service IPs do not route
 //	E2E_NODE_LOCAL                 1: the (single) node is this machine; also check mounts in /proc
 //	E2E_BULK_PODS                  pods in the burst scenario (default 50)
+//	E2E_KIND                       1: the cluster is kind (hack/e2e-kind.sh); s.requireLocalCluster skips on it
+//	E2E_VAULT_IMAGE                run Vault inside the cluster as a pod from this image (kind), not on this host
 //	HELM_BIN, KUBECTL, VAULT_BIN   tools (default: built ones under .cache/tools)
 package e2e
 
@@ -78,6 +80,8 @@ type config struct {
 	apiHost, apiPort             string
 	externalVault                string
 	vaultListen, vaultAddrForPod string
+	kind                         bool   // E2E_KIND=1
+	vaultImage                   string // E2E_VAULT_IMAGE: Vault as a pod in the cluster
 	bulk                         int
 }
 
@@ -103,12 +107,14 @@ func loadConfig(t *testing.T) config {
 		apiPort:       os.Getenv("E2E_KUBERNETES_SERVICE_PORT"),
 		externalVault: os.Getenv("VAULT_ADDR"),
 		vaultListen:   os.Getenv("E2E_VAULT_LISTEN"),
+		kind:          os.Getenv("E2E_KIND") == "1",
+		vaultImage:    os.Getenv("E2E_VAULT_IMAGE"),
 	}
 	if c.kubeconfig == "" {
 		t.Fatal("KUBECONFIG must name the cluster to test (hack/e2e.sh sets it for the local cluster)")
 	}
 	c.bulk, _ = strconv.Atoi(getenv("E2E_BULK_PODS", "50"))
-	if c.externalVault == "" {
+	if c.externalVault == "" && c.vaultImage == "" {
 		// Empty: 127.0.0.1 and a free port; HOST:0: a free port on HOST.
 		host, port := "127.0.0.1", "0"
 		if c.vaultListen != "" {
@@ -128,7 +134,7 @@ func loadConfig(t *testing.T) config {
 		c.vaultListen = net.JoinHostPort(host, port)
 	}
 	c.vaultAddrForPod = getenv("E2E_VAULT_ADDR", c.externalVault)
-	if c.vaultAddrForPod == "" {
+	if c.vaultAddrForPod == "" && c.vaultImage == "" {
 		c.vaultAddrForPod = "http://" + c.vaultListen
 	}
 	return c
@@ -140,8 +146,8 @@ type suite struct {
 	rc                      *rest.Config
 	kubeconfig, kubectlPath string
 	appNS, blockedNS        string
-	vp                      *vaulttest.Server // nil with an external Vault
-	vaultAddr               string            // as the suite reaches it
+	vp                      vaultRunner // nil with an external Vault
+	vaultAddr               string      // as the suite reaches it
 	vc                      *vault.Client
 	setup                   *vaultSetup
 	chart, valuesFile       string // what was installed: the packaged chart and its values
@@ -213,6 +219,14 @@ func newSuite(t *testing.T) *suite {
 	// Vault.
 	if cfg.externalVault != "" {
 		s.vaultAddr = cfg.externalVault
+	} else if cfg.vaultImage != "" {
+		pv := startPodVault(t, s, cfg.vaultImage)
+		t.Cleanup(func() { _ = deleteNamespace(kc, kindVaultNS, 2*time.Minute) })
+		s.vp, s.vaultAddr = pv, pv.addr
+		if s.cfg.vaultAddrForPod == "" {
+			s.cfg.vaultAddrForPod = pv.clusterURL
+		}
+		cfg = s.cfg
 	} else {
 		// A fixed address, so the outage scenario can stop Vault and start it
 		// again where the driver looks for it.
@@ -260,8 +274,12 @@ func newSuite(t *testing.T) *suite {
 			t.Fatal(err)
 		}
 	}
+	k8sHost := rc.Host
+	if cfg.vaultImage != "" {
+		k8sHost = "https://kubernetes.default.svc" // Vault is a pod: the in-cluster address
+	}
 	s.setup = &vaultSetup{
-		k8sHost: getenv("E2E_VAULT_KUBERNETES_HOST", rc.Host), k8sCA: string(ca),
+		k8sHost: getenv("E2E_VAULT_KUBERNETES_HOST", k8sHost), k8sCA: string(ca),
 		reviewerJWT: tr.Status.Token, audience: "vault",
 		roles: map[string][2]string{
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},

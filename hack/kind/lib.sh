@@ -40,3 +40,16 @@ kind_bin() {
   fi
   echo "$dir/kind"
 }
+
+# go_tool NAME PKG VERSION prints the path of a Go command built once (CGO off) into
+# .cache/tools/NAME-VERSION/, e.g. go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl v1.34.0.
+go_tool() {
+  local name=$1 pkg=$2 ver=$3 dir="$root/.cache/tools/$1-$3"
+  if [ ! -x "$dir/$name" ]; then
+    kind_log "building $name $ver into $dir"
+    rm -rf "$dir.tmp"
+    GOBIN="$dir.tmp" CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "$pkg@$ver" >&2
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir/$name"
+}
