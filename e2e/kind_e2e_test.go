@@ -216,3 +216,34 @@ func (v *podVault) Logs() string {
 	}
 	return strings.TrimSpace(out)
 }
+
+// TestRequireLocalCluster: on kind a scenario that declares it needs the local
+// cluster is skipped with its reason recorded for the summary; elsewhere it runs.
+func TestRequireLocalCluster(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		kind        bool
+		wantSkipped bool
+	}{
+		{"kind skips", true, true},
+		{"local cluster runs", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &suite{cfg: config{kind: tc.kind}}
+			ran := false
+			inner := t.Run("scenario", func(t *testing.T) {
+				s.requireLocalCluster(t, "needs this host's 127.0.0.1")
+				ran = true
+			})
+			if !inner {
+				t.Fatal("the scenario failed")
+			}
+			if ran == tc.wantSkipped {
+				t.Errorf("kind=%v: ran=%v, want skipped=%v", tc.kind, ran, tc.wantSkipped)
+			}
+			if tc.wantSkipped && (len(s.results) != 1 || !strings.Contains(s.results[0], "needs this host's 127.0.0.1")) {
+				t.Errorf("the skip and its reason must be recorded for the summary: %q", s.results)
+			}
+		})
+	}
+}
