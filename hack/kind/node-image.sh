@@ -174,7 +174,8 @@ for f in "$images"/*.tar; do
 done
 docker exec "$build_ctr" ctr --namespace=k8s.io images list -q >&2
 docker exec "$build_ctr" pkill containerd
-docker exec "$build_ctr" bash -c 'for i in $(seq 40); do pgrep -x containerd >/dev/null || exit 0; sleep 0.5; done; exit 1'
+# Its parent is `sleep`, which reaps nothing: a zombie counts as stopped.
+docker exec "$build_ctr" bash -c 'for i in $(seq 40); do ps -C containerd -o stat= | grep -qv "^Z" || exit 0; sleep 0.5; done; exit 1'
 docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' "$build_ctr" "$image" >/dev/null
 docker rm -f -v "$build_ctr" >/dev/null; build_ctr=""
 docker rmi "vcd-kind-node-base:$key" >/dev/null
