@@ -33,13 +33,6 @@ helm_bin=$(bash hack/build-tool.sh hack/helm helm helm.sh/helm/v3/cmd/helm)
 kubectl_bin=$(bash hack/k8s/build.sh)/kubectl
 img_tool=$(bash hack/image/build.sh)/image
 
-if kind_stock; then
-  node_image=${KIND_NODE_IMAGE:-}
-else
-  step "node image (cached; a cold build takes minutes)"
-  node_image=$(bash hack/kind/node-image.sh)
-fi
-
 step "images: driver, next driver (scenario 10), Vault, busybox"
 tar=$(bash hack/e2e-image.sh)
 export E2E_UPGRADE_IMAGE=vault-csi-driver:e2e-next
@@ -78,9 +71,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if ! kind_stock; then
+if kind_stock; then
+  node_image=${KIND_NODE_IMAGE:-}
+else
   step "dockerd up"
   bash hack/kind/docker-up.sh >&2
+  step "node image (cached; a cold build takes minutes)"
+  node_image=$(bash hack/kind/node-image.sh)
 fi
 step "cluster up"
 KIND_NODE_IMAGE=$node_image bash hack/kind/cluster-up.sh "$kubeconfig" >&2
