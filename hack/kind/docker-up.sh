@@ -26,15 +26,10 @@ if dockerd_running; then
   bash "$root/hack/kind/docker-down.sh"
 fi
 
-need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v nft >/dev/null 2>&1 || need+=(nftables)   # docker-down.sh deletes the nft tables docker made
-command -v jq >/dev/null 2>&1 || need+=(jq)          # the runtime wrapper edits OCI specs with it
-if [ ${#need[@]} -gt 0 ]; then
-  kind_log "apt-get install ${need[*]}"
-  # No service starts: our dockerd is started below with its own roots.
-  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends "${need[@]}" >&2
-fi
+# jq: the runtime wrapper edits OCI specs with it; mmdebstrap: node-image.sh builds the
+# node's root file system with it; nft: docker-down.sh deletes the nft
+# tables docker made.
+apt_ensure dockerd=docker.io nft=nftables jq=jq mmdebstrap=mmdebstrap
 
 # What the host looks like now, for docker-down.sh.
 rm -rf "$VCD_DOCKER_STATE" && mkdir -p "$VCD_DOCKER_STATE"

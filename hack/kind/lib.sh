@@ -53,3 +53,22 @@ go_tool() {
   fi
   echo "$dir/$name"
 }
+
+# apt_ensure CMD=PACKAGE... installs, from Debian, the packages whose command is missing.
+# No service starts (policy-rc.d, put back as it was): our dockerd has its own roots.
+apt_ensure() {
+  local need=() p
+  for p in "$@"; do command -v "${p%%=*}" >/dev/null 2>&1 || need+=("${p#*=}"); done
+  [ ${#need[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || kind_die "missing packages: ${need[*]} (run as root to install them)"
+  kind_log "apt-get install ${need[*]}"
+  local made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1
+  fi
+  timeout 600 apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  local rc=$?
+  [ -n "$made" ] && rm -f /usr/sbin/policy-rc.d
+  return "$rc"
+}
