@@ -67,8 +67,8 @@ apt_ensure() {
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1
   fi
   timeout 600 apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  local rc=$?
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 || rc=$?
   [ -n "$made" ] && rm -f /usr/sbin/policy-rc.d
   return "$rc"
 }
