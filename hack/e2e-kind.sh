@@ -59,7 +59,7 @@ cleanup() {
   if [ "${E2E_KEEP_CLUSTER:-}" = 1 ]; then
     step "leaving kind cluster $KIND_CLUSTER up (kubeconfig $kubeconfig); remove: bash hack/kind/cluster-down.sh && bash hack/kind/docker-down.sh"
   else
-    step "deleting the cluster, stopping dockerd, checking the host"
+    if kind_stock; then step "deleting the cluster (your Docker stays up)"; else step "deleting the cluster, stopping dockerd, checking the host"; fi
     # A failed teardown fails the run, even when the suite passed.
     bash hack/kind/cluster-down.sh >&2 || { [ "$rc" != 0 ] || rc=1; }
     kind_stock || bash hack/kind/docker-down.sh >&2 || { [ "$rc" != 0 ] || rc=1; }
