@@ -146,8 +146,9 @@ type suite struct {
 	rc                      *rest.Config
 	kubeconfig, kubectlPath string
 	appNS, blockedNS        string
-	vp                      vaultRunner // nil with an external Vault
-	vaultAddr               string      // as the suite reaches it
+	vp                      *vaulttest.Server // nil with an external Vault, and on kind
+	vr                      vaultRunner       // the Vault the suite can stop: vp, or a pod on kind
+	vaultAddr               string            // as the suite reaches it
 	vc                      *vault.Client
 	setup                   *vaultSetup
 	chart, valuesFile       string // what was installed: the packaged chart and its values
@@ -222,7 +223,7 @@ func newSuite(t *testing.T) *suite {
 	} else if cfg.vaultImage != "" {
 		pv := startPodVault(t, s, cfg.vaultImage)
 		t.Cleanup(func() { _ = deleteNamespace(kc, kindVaultNS, 2*time.Minute) })
-		s.vp, s.vaultAddr = pv, pv.addr
+		s.vr, s.vaultAddr = pv, pv.addr
 		if s.cfg.vaultAddrForPod == "" {
 			s.cfg.vaultAddrForPod = pv.clusterURL
 		}
@@ -235,7 +236,7 @@ func newSuite(t *testing.T) *suite {
 			t.Fatal(err)
 		}
 		t.Cleanup(vp.Stop)
-		s.vp, s.vaultAddr = vp, vp.Addr
+		s.vp, s.vr, s.vaultAddr = vp, vp, vp.Addr
 	}
 	if s.vc, err = rootClient(s.vaultAddr); err != nil {
 		t.Fatal(err)
@@ -437,8 +438,8 @@ func tagOf(image string) string {
 func (s *suite) teardown(t *testing.T, helmEnv []string) {
 	if t.Failed() {
 		t.Logf("driver logs:\n%s", s.driverLogs())
-		if s.vp != nil {
-			logs := s.vp.Logs()
+		if s.vr != nil {
+			logs := s.vr.Logs()
 			if len(logs) > 4000 {
 				logs = logs[len(logs)-4000:]
 			}
@@ -758,7 +759,7 @@ func (s *suite) testDriverRestart(t *testing.T) {
 // 5: Vault down when a pod starts (it starts once Vault is back); Vault down
 // during rotation (the pod keeps the old values, then gets the new ones).
 func (s *suite) testVaultOutage(t *testing.T) {
-	if s.vp == nil {
+	if s.vr == nil {
 		t.Skip("VAULT_ADDR given: the suite cannot stop that Vault")
 	}
 	ns := s.appNS
@@ -767,7 +768,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.waitContent(t, ns, "steady", "/secrets/value", "o1", 10*time.Second)
 
 	down := time.Now()
-	s.vp.Stop()
+	s.vr.Stop()
 	s.createPod(t, podSpec{name: "late", ns: ns, sa: "outage", role: "outage", secrets: oneSecret("outage")})
 	msgLate := s.waitEvent(t, ns, "late", "VaultSecretsMountFailed", time.Minute, "Unavailable")
 	msgSteady := s.waitEvent(t, ns, "steady", "VaultSecretsRefreshFailed", 90*time.Second)
@@ -778,7 +779,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.setup.mu.Lock()
 	s.setup.secrets["e2e/outage/x"] = map[string]any{"value": "o2"}
 	s.setup.mu.Unlock()
-	if err := s.vp.Start(); err != nil {
+	if err := s.vr.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.setup.apply(s.vc); err != nil {
