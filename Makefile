@@ -102,7 +102,10 @@ manifests: helm
 e2e:
 	bash hack/e2e.sh
 
-# The same suite on kind (needs a Docker engine; cannot run on these machines).
+# The same suite on kind: our own dockerd (Debian's docker.io) and a node image
+# built here offline (hack/kind/), Vault as a pod; VCD_KIND_STOCK=1 uses your own
+# Docker and stock kind images. Never beside the local cluster:
+# flock /tmp/vcd-cluster.lock make e2e-kind
 e2e-kind:
 	bash hack/e2e-kind.sh
 
@@ -120,7 +123,7 @@ cluster-up-cp:
 cluster-down:
 	bash hack/cluster/down.sh
 
-test: lint unit ops-check e2e
+test: lint unit ops-check e2e e2e-kind
 
 # Load generator speaking CSI as kubelet does (cmd/vault-csi-bench): cold
 # publish, throughput, re-publish, rotation, unpublish; Vault requests from

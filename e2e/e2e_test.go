@@ -23,6 +23,8 @@
 //	E2E_KUBERNETES_SERVICE_HOST/PORT  API address for the driver when Service IPs do not route
 //	E2E_NODE_LOCAL                 1: the (single) node is this machine; also check mounts in /proc
 //	E2E_BULK_PODS                  pods in the burst scenario (default 50)
+//	E2E_KIND                       1: the cluster is kind (hack/e2e-kind.sh); s.requireLocalCluster skips on it
+//	E2E_VAULT_IMAGE                run Vault inside the cluster as a pod from this image (kind), not on this host
 //	HELM_BIN, KUBECTL, VAULT_BIN   tools (default: built ones under .cache/tools)
 package e2e
 
@@ -78,6 +80,8 @@ type config struct {
 	apiHost, apiPort             string
 	externalVault                string
 	vaultListen, vaultAddrForPod string
+	kind                         bool   // E2E_KIND=1
+	vaultImage                   string // E2E_VAULT_IMAGE: Vault as a pod in the cluster
 	bulk                         int
 }
 
@@ -103,12 +107,14 @@ func loadConfig(t *testing.T) config {
 		apiPort:       os.Getenv("E2E_KUBERNETES_SERVICE_PORT"),
 		externalVault: os.Getenv("VAULT_ADDR"),
 		vaultListen:   os.Getenv("E2E_VAULT_LISTEN"),
+		kind:          os.Getenv("E2E_KIND") == "1",
+		vaultImage:    os.Getenv("E2E_VAULT_IMAGE"),
 	}
 	if c.kubeconfig == "" {
 		t.Fatal("KUBECONFIG must name the cluster to test (hack/e2e.sh sets it for the local cluster)")
 	}
 	c.bulk, _ = strconv.Atoi(getenv("E2E_BULK_PODS", "50"))
-	if c.externalVault == "" {
+	if c.externalVault == "" && c.vaultImage == "" {
 		// Empty: 127.0.0.1 and a free port; HOST:0: a free port on HOST.
 		host, port := "127.0.0.1", "0"
 		if c.vaultListen != "" {
@@ -128,7 +134,7 @@ func loadConfig(t *testing.T) config {
 		c.vaultListen = net.JoinHostPort(host, port)
 	}
 	c.vaultAddrForPod = getenv("E2E_VAULT_ADDR", c.externalVault)
-	if c.vaultAddrForPod == "" {
+	if c.vaultAddrForPod == "" && c.vaultImage == "" {
 		c.vaultAddrForPod = "http://" + c.vaultListen
 	}
 	return c
@@ -140,7 +146,8 @@ type suite struct {
 	rc                      *rest.Config
 	kubeconfig, kubectlPath string
 	appNS, blockedNS        string
-	vp                      *vaulttest.Server // nil with an external Vault
+	vp                      *vaulttest.Server // nil with an external Vault, and on kind
+	vr                      vaultRunner       // the Vault the suite can stop: vp, or a pod on kind
 	vaultAddr               string            // as the suite reaches it
 	vc                      *vault.Client
 	setup                   *vaultSetup
@@ -216,6 +223,14 @@ func newSuite(t *testing.T) *suite {
 	// Vault.
 	if cfg.externalVault != "" {
 		s.vaultAddr = cfg.externalVault
+	} else if cfg.vaultImage != "" {
+		pv := startPodVault(t, s, cfg.vaultImage)
+		t.Cleanup(func() { _ = deleteNamespace(kc, kindVaultNS, 2*time.Minute) })
+		s.vr, s.vaultAddr = pv, pv.addr
+		if s.cfg.vaultAddrForPod == "" {
+			s.cfg.vaultAddrForPod = pv.clusterURL
+		}
+		cfg = s.cfg
 	} else {
 		// A fixed address, so the outage scenario can stop Vault and start it
 		// again where the driver looks for it.
@@ -224,7 +239,7 @@ func newSuite(t *testing.T) *suite {
 			t.Fatal(err)
 		}
 		t.Cleanup(vp.Stop)
-		s.vp, s.vaultAddr = vp, vp.Addr
+		s.vp, s.vr, s.vaultAddr = vp, vp, vp.Addr
 	}
 	if s.vc, err = rootClient(s.vaultAddr); err != nil {
 		t.Fatal(err)
@@ -263,8 +278,12 @@ func newSuite(t *testing.T) *suite {
 			t.Fatal(err)
 		}
 	}
+	k8sHost := rc.Host
+	if cfg.vaultImage != "" {
+		k8sHost = "https://kubernetes.default.svc" // Vault is a pod: the in-cluster address
+	}
 	s.setup = &vaultSetup{
-		k8sHost: getenv("E2E_VAULT_KUBERNETES_HOST", rc.Host), k8sCA: string(ca),
+		k8sHost: getenv("E2E_VAULT_KUBERNETES_HOST", k8sHost), k8sCA: string(ca),
 		reviewerJWT: tr.Status.Token, audience: "vault",
 		roles: map[string][2]string{
 			"app": {s.appNS, "app"}, "rot": {s.appNS, "rot"}, "denied": {s.appNS, "denied"},
@@ -427,8 +446,8 @@ func tagOf(image string) string {
 func (s *suite) teardown(t *testing.T, helmEnv []string) {
 	if t.Failed() {
 		t.Logf("driver logs:\n%s", s.driverLogs())
-		if s.vp != nil {
-			logs := s.vp.Logs()
+		if s.vr != nil {
+			logs := s.vr.Logs()
 			if len(logs) > 4000 {
 				logs = logs[len(logs)-4000:]
 			}
@@ -748,7 +767,7 @@ func (s *suite) testDriverRestart(t *testing.T) {
 // 5: Vault down when a pod starts (it starts once Vault is back); Vault down
 // during rotation (the pod keeps the old values, then gets the new ones).
 func (s *suite) testVaultOutage(t *testing.T) {
-	if s.vp == nil {
+	if s.vr == nil {
 		t.Skip("VAULT_ADDR given: the suite cannot stop that Vault")
 	}
 	ns := s.appNS
@@ -757,7 +776,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.waitContent(t, ns, "steady", "/secrets/value", "o1", 10*time.Second)
 
 	down := time.Now()
-	s.vp.Stop()
+	s.vr.Stop()
 	s.createPod(t, podSpec{name: "late", ns: ns, sa: "outage", role: "outage", secrets: oneSecret("outage")})
 	msgLate := s.waitEvent(t, ns, "late", "VaultSecretsMountFailed", time.Minute, "Unavailable")
 	msgSteady := s.waitEvent(t, ns, "steady", "VaultSecretsRefreshFailed", 90*time.Second)
@@ -768,7 +787,7 @@ func (s *suite) testVaultOutage(t *testing.T) {
 	s.setup.mu.Lock()
 	s.setup.secrets["e2e/outage/x"] = map[string]any{"value": "o2"}
 	s.setup.mu.Unlock()
-	if err := s.vp.Start(); err != nil {
+	if err := s.vr.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.setup.apply(s.vc); err != nil {

@@ -1,75 +1,117 @@
 #!/usr/bin/env bash
 # hack/e2e-kind.sh [go test flags...] — the body of `make e2e-kind`: the same e2e suite
-# (e2e/, build tag e2e) on a kind cluster. Needs a Docker engine (kind runs nodes as
-# containers); without one it stops at once. Vault runs on this host, listening on the
-# kind network's gateway address so that the node (and the driver in it) can reach it.
-#   KIND_NODE_IMAGE=kindest/node:v1.35.x bash hack/e2e-kind.sh   # another node image
-#   E2E_KEEP_CLUSTER=1 bash hack/e2e-kind.sh                      # keep the cluster afterwards
+# (e2e/, build tag e2e) as `make e2e`, on a kind cluster. Vault runs INSIDE the cluster as
+# a pod (dev mode; a scratch image with the cached Vault binary), the driver image is the
+# project's own (hack/e2e-image.sh), both loaded with `kind load image-archive`; the chart
+# is installed with helm by the suite. ALWAYS deletes the cluster and stops our dockerd
+# on exit, and checks that the host is as it was (hack/kind/docker-down.sh).
+# The cluster must not run beside the local cluster (hack/cluster): take the lock,
+#   flock /tmp/vcd-cluster.lock make e2e-kind
+# Default (this machine, CI): our own dockerd (hack/kind/docker-up.sh) and a node image
+# built here from Debian packages and Go-built binaries (hack/kind/node-image.sh).
+#   VCD_KIND_STOCK=1 bash hack/e2e-kind.sh   # your own Docker and a stock kindest/node image
+#   KIND_NODE_IMAGE=kindest/node:v1.35.x     # (stock mode) which node image
+#   E2E_KEEP_CLUSTER=1                       # leave cluster and dockerd up (debugging)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export PATH=$PATH:/usr/local/go/bin
-die() { echo "hack/e2e-kind.sh: $*" >&2; exit 1; }
+. hack/kind/lib.sh
+t0=$(date +%s)
+step() { echo "[e2e-kind $(( $(date +%s) - t0 ))s] $*" >&2; }
 
-command -v docker >/dev/null 2>&1 \
-  || die "no docker CLI. make e2e-kind needs a Docker engine (kind runs Kubernetes nodes as containers); without Docker, use make e2e (a local cluster with no Docker)."
-timeout 15 docker info >/dev/null 2>&1 \
-  || die "no Docker engine answers (docker info failed or timed out). Start Docker, or use make e2e."
-
-KIND_VERSION=v0.33.0
-cluster=${KIND_CLUSTER_NAME:-vault-csi-e2e}
-kind=$root/.cache/tools/kind-$KIND_VERSION/kind
-. "$root/hack/lib-cache.sh"
-if [ ! -x "$kind" ]; then
-  echo "building kind $KIND_VERSION into $(dirname "$kind")" >&2
-  GOBIN=$(dirname "$kind") CGO_ENABLED=0 go install "sigs.k8s.io/kind@$KIND_VERSION"
+if kind_stock; then
+  command -v docker >/dev/null 2>&1 || kind_die "VCD_KIND_STOCK=1 needs a docker CLI and engine"
+  timeout 15 docker info >/dev/null 2>&1 || kind_die "VCD_KIND_STOCK=1: no Docker engine answers (docker info)"
+else
+  [ "$(id -u)" = 0 ] || kind_die "hack/e2e-kind.sh must run as root (our dockerd), or use VCD_KIND_STOCK=1 with your own Docker"
 fi
+
+step "tools: kind, Vault, helm, kubectl (cached in .cache/tools)"
+kind=$(kind_bin)
 vault_bin=$(bash hack/build-tool.sh hack/vault vault)
 helm_bin=$(bash hack/build-tool.sh hack/helm helm helm.sh/helm/v3/cmd/helm)
-kubectl_bin=${KUBECTL:-$(command -v kubectl || true)}
-if [ -z "$kubectl_bin" ]; then
-  [ -x .cache/tools/k8s/kubectl ] || bash hack/k8s/build.sh >&2
-  kubectl_bin=$root/.cache/tools/k8s/kubectl
-fi
+kubectl_bin=$(bash hack/k8s/build.sh)/kubectl
+img_tool=$(bash hack/image/build.sh)/image
+
+step "images: driver, next driver (scenario 10), Vault, busybox"
 tar=$(bash hack/e2e-image.sh)
 export E2E_UPGRADE_IMAGE=vault-csi-driver:e2e-next
 next_tar=$(E2E_IMAGE=$E2E_UPGRADE_IMAGE PLATFORMS=linux/amd64 \
   VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo dev)-next" bash hack/e2e-image.sh)
+mkdir -p .cache/images
+vault_image=vcd-vault:e2e
+"$img_tool" --name "$vault_image" --file "$vault_bin=/bin/vault:0755" --dir /tmp:1777 \
+  --entrypoint /bin/vault --out .cache/images/vcd-vault-e2e.tar >&2
+busybox=busybox:1.35 busybox_tar=""
+bb=$(command -v busybox || true)
+if [ -n "$bb" ] && file -L "$bb" 2>/dev/null | grep -q 'statically linked'; then
+  applets=()
+  for a in $("$bb" --list); do [ "$a" = busybox ] || applets+=(--symlink "/bin/$a=busybox"); done
+  busybox_tar=.cache/images/busybox-e2e.tar
+  "$img_tool" --name "$busybox" --file "$bb=/bin/busybox:0755" "${applets[@]}" --dir /tmp:1777 --dir /root:0700 \
+    --cmd sh --out "$busybox_tar" >&2
+fi
 
 kubeconfig=$(mktemp)
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   rc=$?
   if [ "${E2E_KEEP_CLUSTER:-}" = 1 ]; then
-    echo "leaving kind cluster $cluster up (kubeconfig: $kubeconfig); delete it with: $kind delete cluster --name $cluster" >&2
+    step "leaving kind cluster $KIND_CLUSTER up (kubeconfig $kubeconfig); remove: bash hack/kind/cluster-down.sh && bash hack/kind/docker-down.sh"
   else
-    "$kind" delete cluster --name "$cluster" >&2 || true
+    if kind_stock; then step "deleting the cluster (your Docker stays up)"; else step "deleting the cluster, stopping dockerd, checking the host"; fi
+    # A failed teardown fails the run, even when the suite passed.
+    bash hack/kind/cluster-down.sh >&2 || { [ "$rc" != 0 ] || rc=1; }
+    kind_stock || bash hack/kind/docker-down.sh >&2 || { [ "$rc" != 0 ] || rc=1; }
     rm -f "$kubeconfig"
   fi
+  step "done (exit $rc)"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$kind" create cluster --name "$cluster" --config e2e/kind.yaml --kubeconfig "$kubeconfig" --wait 180s \
-  ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} >&2
-"$kind" load image-archive "$tar" --name "$cluster" >&2
-"$kind" load image-archive "$next_tar" --name "$cluster" >&2
-busybox=${E2E_BUSYBOX:-busybox:1.35}
-docker image inspect "$busybox" >/dev/null 2>&1 || timeout 300 docker pull "$busybox" >&2
-"$kind" load docker-image "$busybox" --name "$cluster" >&2
+if kind_stock; then
+  node_image=${KIND_NODE_IMAGE:-}
+else
+  step "dockerd up"
+  bash hack/kind/docker-up.sh >&2
+  step "node image (cached; a cold build takes minutes)"
+  node_image=$(bash hack/kind/node-image.sh)
+fi
+step "cluster up"
+KIND_NODE_IMAGE=$node_image bash hack/kind/cluster-up.sh "$kubeconfig" >&2
+step "loading images into the node"
+for t in "$tar" "$next_tar" .cache/images/vcd-vault-e2e.tar ${busybox_tar:+"$busybox_tar"}; do
+  "$kind" load image-archive "$t" --name "$KIND_CLUSTER" >&2
+done
+if [ -z "$busybox_tar" ]; then
+  docker image inspect "$busybox" >/dev/null 2>&1 || timeout 300 docker pull "$busybox" >&2
+  "$kind" load docker-image "$busybox" --name "$KIND_CLUSTER" >&2
+fi
 
-# The kind network's IPv4 gateway is this host as the node sees it.
-gw=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$') \
-  || die "no IPv4 gateway on docker network kind"
 export KUBECONFIG=$kubeconfig KUBECTL=$kubectl_bin VAULT_BIN=$vault_bin HELM_BIN=$helm_bin
-export E2E_VAULT_LISTEN=${E2E_VAULT_LISTEN:-$gw:0}   # :0 = a free port
-export E2E_BUSYBOX=$busybox E2E_KUBELET_DIR=/var/lib/kubelet
-# kind has kube-proxy: the driver runs in the pod network and uses the in-cluster API address.
+export E2E_KIND=1 E2E_VAULT_IMAGE=$vault_image E2E_BUSYBOX=$busybox E2E_KUBELET_DIR=/var/lib/kubelet
+# kind has kube-proxy and CoreDNS: the driver runs in the pod network and uses the
+# in-cluster API address; pods reach Vault by its Service name.
 export E2E_HOST_NETWORK=false
-unset VAULT_ADDR VAULT_TOKEN E2E_NODE_LOCAL E2E_STATE_DIR E2E_KUBERNETES_SERVICE_HOST E2E_KUBERNETES_SERVICE_PORT
+unset VAULT_ADDR VAULT_TOKEN E2E_VAULT_ADDR E2E_VAULT_LISTEN E2E_NODE_LOCAL E2E_STATE_DIR \
+  E2E_KUBERNETES_SERVICE_HOST E2E_KUBERNETES_SERVICE_PORT
+step "go test -tags e2e ./e2e/ (kind)"
+log=$root/.cache/kind/logs/e2e.log
+mkdir -p "$(dirname "$log")"
 set +e
-go test -tags e2e -count=1 -timeout 30m ./e2e/ -v "$@"
-rc=$?
+go test -tags e2e -count=1 -timeout 40m ./e2e/ -v "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
 set -e
-exit $rc
+# Never silently: every scenario skipped on kind, by name, with its reason (the line
+# go test prints under each "--- SKIP").
+skipped=$(grep -A1 -E -- '--- SKIP: TestE2E' "$log" | grep -v -e '^--$' || true)
+if [ -n "$skipped" ]; then
+  echo "e2e-kind: scenarios SKIPPED on kind:" >&2
+  echo "$skipped" >&2
+else
+  echo "e2e-kind: no scenario skipped" >&2
+fi
+step "suite finished (exit $rc)"
+exit "$rc"
