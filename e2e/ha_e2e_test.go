@@ -26,6 +26,7 @@ const (
 // elected. Deleting the pod revokes its token on the cluster. The release
 // is upgraded back to the suite's values afterwards.
 func (s *suite) testHAVault(t *testing.T) {
+	s.requireLocalCluster(t, "the HA cluster runs on this host's 127.0.0.1 over TLS; kind pods cannot reach it")
 	if !s.cfg.hostNetwork || !s.cfg.nodeLocal {
 		need.Missing(t, "the HA cluster listens on this host's loopback: needs E2E_HOST_NETWORK=true and E2E_NODE_LOCAL=1")
 	}
