@@ -65,14 +65,17 @@ func containerComponent(c, id string) bool {
 }
 
 // podComponent reports whether one path component is the pod's cgroup:
-// pod<uid> (cgroupfs driver) or kubepods[-<qos>]-pod<uid_with_underscores>.slice
-// (systemd driver).
+// pod<uid> (cgroupfs driver) or [<root>-]kubepods[-<qos>]-pod<uid_with_underscores>.slice
+// (systemd driver, which writes the whole cgroup path into the slice's
+// name: kind's kubelet, with cgroupRoot /kubelet, names it
+// kubelet-kubepods-besteffort-pod<uid>.slice).
 func podComponent(c, uid string) bool {
 	if c == "pod"+uid {
 		return true
 	}
 	us := "pod" + strings.ReplaceAll(uid, "-", "_") + ".slice"
-	return strings.HasPrefix(c, "kubepods") && strings.HasSuffix(c, "-"+us)
+	return strings.HasSuffix(c, "-"+us) &&
+		(strings.HasPrefix(c, "kubepods-") || strings.Contains(c, "-kubepods-"))
 }
 
 // InContainer reports whether a /proc/<pid>/cgroup file places the process

@@ -32,6 +32,9 @@ var cgroupCases = []struct {
 	{"v2, containerd, systemd driver", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n", true},
 	{"v2, guaranteed QoS, systemd driver", "0::/kubepods.slice/kubepods-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n", true},
 	{"v1, containerd, systemd driver", "12:pids:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n11:memory:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n", true},
+	{"v1, containerd, systemd driver, kubelet cgroupRoot /kubelet (kind)", "4:memory:/docker/fc75/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n", true},
+	{"kind layout, another pod", "4:memory:/docker/fc75/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + strings.ReplaceAll(otherPod, "-", "_") + ".slice/cri-containerd-" + testID + ".scope\n", false},
+	{"a slice that is not kubelet's", "0::/system.slice/other-pod" + testPodUS + ".slice/cri-containerd-" + testID + ".scope\n", false},
 	{"v2, CRI-O, systemd driver", "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + testPodUS + ".slice/crio-" + testID + ".scope\n", true},
 	{"v2, CRI-O, systemd driver, nested container cgroup", "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + testPodUS + ".slice/crio-" + testID + ".scope/container\n", true},
 	{"v1, CRI-O, cgroupfs driver", "10:memory:/kubepods/besteffort/pod" + testPodUID + "/crio-" + testID + "\n", true},
@@ -132,6 +135,25 @@ func TestNSInit(t *testing.T) {
 }
 
 // The captured file, unchanged, names its own pod and container.
+// TestInContainerKindCaptured: /proc/<pid>/cgroup of a pod's main process
+// on the kind cluster of make e2e-kind (kind v0.33, containerd's systemd
+// cgroup driver under kubelet's cgroupRoot /kubelet, in a node container
+// on this cgroup v1 host), verbatim. The first version of podComponent
+// missed it, and e2e scenario 12 found no process on kind.
+func TestInContainerKindCaptured(t *testing.T) {
+	b, err := os.ReadFile("testdata/kind-containerd-systemd-v1.cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pod, id = "3f198675-d59d-4b6d-abd2-a756cbc7d7e1", "6335525c0169657d0b1bf362c2412e1a1d0cf0ac1bb36c99539d9727c84fb621"
+	if !InContainer(string(b), pod, id) {
+		t.Errorf("the captured kind cgroup file does not name its own container:\n%s", b)
+	}
+	if InContainer(string(b), otherPod, id) || InContainer(string(b), pod, otherID) {
+		t.Error("the captured kind cgroup file names another pod or container")
+	}
+}
+
 func TestInContainerCaptured(t *testing.T) {
 	b, err := os.ReadFile(capturedFile)
 	if err != nil {
