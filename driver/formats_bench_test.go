@@ -75,24 +75,7 @@ func BenchmarkColdPublishFormats(b *testing.B) {
 // BenchmarkRepublishTemplatesNothingDue is kubelet's re-publish of a
 // mounted volume of templates and keystores before anything is due
 // (TestRepublishTemplatesNoVault proves it sends nothing to Vault).
-func BenchmarkRepublishTemplatesNothingDue(b *testing.B) {
-	d := startDriver(b, "-v=0", "--audit-log=", "--rotation-period=1h")
-	target := newTarget(b)
-	req := volume{target: target, pod: shopPod, secrets: threeTemplates, inSecrets: true}.request()
-	ctx := ctxT(b)
-	if _, err := d.node.NodePublishVolume(ctx, req); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_, _ = d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target})
-	})
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := d.node.NodePublishVolume(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkRepublishTemplatesNothingDue(b *testing.B) { benchRepublishNothingDue(b, threeTemplates) }
 
 // A re-publish of a volume of templates with nothing due sends nothing to
 // Vault and swaps nothing; once the period passes with the same secrets,

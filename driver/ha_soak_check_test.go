@@ -244,25 +244,42 @@ func inWindow(ws []eventWindow, created time.Time) bool {
 // leak. It returns how many it revoked and how many leaked.
 func (s *soak) unansweredLogins(t *testing.T, ws []eventWindow) (revoked, leaked int) {
 	t.Helper()
+	return s.revokeUnanswered(t, ws, "usable tokens", "tokens alive from logins",
+		func() map[string]time.Time {
+			live, _ := roleTokensOf(t, s.c.API, soakRole)
+			return live
+		},
+		func(acc string) error {
+			_, err := s.c.API.Root.Logical().Write("auth/token/revoke-accessor", map[string]any{"accessor": acc})
+			return err
+		})
+}
+
+// revokeUnanswered revokes (root) each object list() names that was
+// created across an event, and counts any other as the driver's leak
+// (failing the test), polled until the list settles: Vault may still list
+// an object being revoked for a moment. It also fails the test when more
+// objects were revoked than publish attempts failed across the events.
+func (s *soak) revokeUnanswered(t *testing.T, ws []eventWindow, what, alive string,
+	list func() map[string]time.Time, revoke func(id string) error) (revoked, leaked int) {
+	t.Helper()
 	done := map[string]bool{}
-	// Polled: Vault may still list a token being revoked for a moment.
 	err := pollUntil(soakSettleFor, func() error {
 		var strays, failed []string
-		live, _ := roleTokensOf(t, s.c.API, soakRole)
-		for acc, created := range live {
+		for id, created := range list() {
 			if !inWindow(ws, created) {
-				strays = append(strays, fmt.Sprintf("token %s (created %s)", acc, created.Format(time.RFC3339)))
+				strays = append(strays, fmt.Sprintf("%s (created %s)", id, created.Format(time.RFC3339Nano)))
 				continue
 			}
-			if _, err := s.c.API.Root.Logical().Write("auth/token/revoke-accessor", map[string]any{"accessor": acc}); err != nil {
-				failed = append(failed, fmt.Sprintf("revoke token %s: %v", acc, err))
+			if err := revoke(id); err != nil {
+				failed = append(failed, fmt.Sprintf("revoke %s: %v", id, err))
 			} else {
-				done[acc] = true
+				done[id] = true
 			}
 		}
 		leaked = len(strays)
 		if leaked > 0 {
-			return fmt.Errorf("%d usable tokens that no cluster event explains, the driver's leak: %s", leaked, strings.Join(strays, ", "))
+			return fmt.Errorf("%d %s that no cluster event explains, the driver's leak: %s", leaked, what, strings.Join(strays, ", "))
 		}
 		if len(failed) > 0 {
 			return errors.New(strings.Join(failed, "; "))
@@ -274,7 +291,7 @@ func (s *soak) unansweredLogins(t *testing.T, ws []eventWindow) (revoked, leaked
 		s.explain(t)
 	}
 	if allowed := s.eventFailures(ws); len(done) > allowed {
-		t.Errorf("%d tokens alive from logins during events, more than the %d publish attempts that failed across them", len(done), allowed)
+		t.Errorf("%d %s during events, more than the %d publish attempts that failed across them", len(done), alive, allowed)
 	}
 	return len(done), leaked
 }
@@ -315,43 +332,23 @@ func (s *soak) tidy(t *testing.T) {
 // never indexed it under the token. Any other lease fails the test.
 func (s *soak) unansweredLeases(t *testing.T, ws []eventWindow) (revoked, leaked int) {
 	t.Helper()
-	done := map[string]bool{}
-	err := pollUntil(soakSettleFor, func() error {
-		var strays, failed []string
-		for _, id := range soakLeases(t, s.c.API) {
-			lease := vaulttest.DatabaseMount + "/creds/" + soakRole + "/" + id
-			sec, err := s.c.API.Root.Logical().Write("sys/leases/lookup", map[string]any{"lease_id": lease})
-			if err != nil || sec == nil {
-				continue // revoked meanwhile
+	path := func(id string) string { return vaulttest.DatabaseMount + "/creds/" + soakRole + "/" + id }
+	return s.revokeUnanswered(t, ws, "database leases", "leases alive from reads",
+		func() map[string]time.Time {
+			issued := map[string]time.Time{}
+			for _, id := range soakLeases(t, s.c.API) {
+				sec, err := s.c.API.Root.Logical().Write("sys/leases/lookup", map[string]any{"lease_id": path(id)})
+				if err != nil || sec == nil {
+					continue // revoked meanwhile
+				}
+				issued[id], _ = time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["issue_time"]))
 			}
-			issued, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["issue_time"]))
-			if !inWindow(ws, issued) {
-				strays = append(strays, fmt.Sprintf("lease %s (issued %s)", id, issued.Format(time.RFC3339Nano)))
-				continue
-			}
-			if _, err := s.c.API.Root.Logical().Write("sys/leases/revoke", map[string]any{"lease_id": lease, "sync": true}); err != nil {
-				failed = append(failed, fmt.Sprintf("revoke lease %s: %v", id, err))
-			} else {
-				done[id] = true
-			}
-		}
-		leaked = len(strays)
-		if leaked > 0 {
-			return fmt.Errorf("%d database leases that no cluster event explains, the driver's leak: %s", leaked, strings.Join(strays, ", "))
-		}
-		if len(failed) > 0 {
-			return errors.New(strings.Join(failed, "; "))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Errorf("%v; events %s", err, describeWindows(ws))
-		s.explain(t)
-	}
-	if allowed := s.eventFailures(ws); len(done) > allowed {
-		t.Errorf("%d leases alive from reads during events, more than the %d publish attempts that failed across them", len(done), allowed)
-	}
-	return len(done), leaked
+			return issued
+		},
+		func(id string) error {
+			_, err := s.c.API.Root.Logical().Write("sys/leases/revoke", map[string]any{"lease_id": path(id), "sync": true})
+			return err
+		})
 }
 
 // roleTokensOf maps the accessors of the usable tokens from logins as
