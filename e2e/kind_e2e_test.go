@@ -54,7 +54,7 @@ func (s *suite) requireLocalCluster(t *testing.T, reason string) {
 	t.Helper()
 	if s.cfg.kind {
 		s.record("skipped on kind: %s: %s", t.Name(), reason)
-		t.Skipf("skipped on kind: %s", reason)
+		t.Skipf("skipped on kind: %s: %s", t.Name(), reason)
 	}
 }
 

@@ -104,9 +104,11 @@ set +e
 go test -tags e2e -count=1 -timeout 40m ./e2e/ -v "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-# Never silently: every scenario skipped on kind, by name, with its reason (the line
-# go test prints under each "--- SKIP").
-skipped=$(grep -A1 -E -- '--- SKIP: TestE2E' "$log" | grep -v -e '^--$' || true)
+# Never silently: every scenario skipped, by name, with its reason. A scenario that
+# cannot run on kind says "skipped on kind: <name>: <reason>" (requireLocalCluster);
+# any other skip is listed by its "--- SKIP" line.
+skipped=$( { grep -oE 'skipped on kind: TestE2E/.*' "$log" | sort -u
+  grep -E -- '--- SKIP: TestE2E' "$log" | sed 's/^ *//' | sort -u; } || true)
 if [ -n "$skipped" ]; then
   echo "e2e-kind: scenarios SKIPPED on kind:" >&2
   echo "$skipped" >&2
