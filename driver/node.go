@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -51,7 +50,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
-	mounted, err := tmpfs.IsMounted(args.dir)
+	mounted, err := args.tg.IsMounted()
 	if err != nil {
 		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
@@ -60,7 +59,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
-		_, lerr := os.Readlink(filepath.Join(args.dir, "..data"))
+		_, lerr := args.tg.Readlink("..data")
 		if rec != nil && rec.Pending || rec == nil && err == nil && lerr != nil {
 			// A first publish the driver died in (kill -9 between the mount
 			// and the first ..data swap): kubelet never saw it succeed, so no
@@ -70,7 +69,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
 			}
 			if owned {
-				if uerr := tmpfs.Unmount(args.dir); uerr != nil {
+				if uerr := args.tg.Unmount(); uerr != nil {
 					return nil, d.reject(req, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr), start)
 				}
 				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
@@ -290,7 +289,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	unlock := d.locks.lock(target)
 	defer unlock()
 	if !gone {
-		if err := checkOwnTarget(tg.Path(), target); err != nil {
+		if err := checkOwnTarget(tg, target); err != nil {
 			return nil, err
 		}
 	}
@@ -307,7 +306,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		after.revoke(rec.Session, revokeUnpublish, who{target, rec.Pod})
 	}
 	if !gone {
-		if err := tmpfs.Unmount(tg.Path()); err != nil {
+		if err := tg.Unmount(); err != nil {
 			return nil, status.Errorf(codes.Internal, "unmount: %v", err)
 		}
 		if err := tg.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
