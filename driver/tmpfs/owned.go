@@ -31,6 +31,16 @@ func Owned(target string) (bool, error) {
 		return false, fmt.Errorf("open parent of %s: %w", target, err)
 	}
 	defer unix.Close(parent)
+	if owned, ok := ownedByStatmount(fd, parent); ok {
+		return owned, nil
+	}
+	return ownedByMountinfo(fd, parent)
+}
+
+// ownedByMountinfo is Owned on kernels without statmount(2) and the
+// unique mount id (before 6.8) or sb_source (before 6.12): it reads the
+// whole mount table, which grows with every volume on the node.
+func ownedByMountinfo(fd, parent int) (bool, error) {
 	id, err := mountID(fd)
 	if err != nil {
 		return false, err
