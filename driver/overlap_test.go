@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"vaultcsi.dev/driver/driver/tmpfs"
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // mountWatchProxy forwards to Vault, holding each secret read until the
@@ -45,6 +46,7 @@ func (p *mountWatchProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // while its Vault reads are in flight (once the token is on record), not
 // after them, so a remote Vault's round trip hides the mount.
 func TestFirstPublishMountsDuringReads(t *testing.T) {
+	need.Long(t, "runs the driver binary against a real Vault")
 	u, err := url.Parse(vaultSrv.Addr)
 	if err != nil {
 		t.Fatal(err)
