@@ -64,7 +64,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			// A first publish the driver died in (kill -9 between the mount
 			// and the first ..data swap): kubelet never saw it succeed, so no
 			// container uses the tmpfs. If it is ours, start over.
-			owned, oerr := tmpfs.Owned(args.dir)
+			owned, oerr := args.tg.Owned()
 			if oerr != nil {
 				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
 			}

@@ -198,7 +198,7 @@ func checkOwnTarget(tg *tmpfs.Target, target string) error {
 		return status.Errorf(codes.Internal, "target_path: %v", err)
 	}
 	if mounted {
-		owned, err := tmpfs.Owned(dir)
+		owned, err := tg.Owned()
 		if err != nil {
 			return status.Errorf(codes.Internal, "target_path: %v", err)
 		}

@@ -71,6 +71,13 @@ func TestOwned(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("%s: Owned(%s) = %v, %v; want %v", tt.name, tt.target, got, err, tt.want)
 		}
+		// Through a held parent, where Resolve takes the path (no link in it).
+		if tg, err := Resolve("", tt.target); err == nil {
+			if got, err := tg.Owned(); err != nil || got != tt.want {
+				t.Errorf("%s: Target.Owned = %v, %v; want %v", tt.name, got, err, tt.want)
+			}
+			tg.Close()
+		}
 		// Both ways of asking give that answer: statmount where the kernel
 		// has it, the mount table where it does not.
 		fd, err := unix.Open(tt.target, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
