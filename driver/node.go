@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -51,7 +50,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	unlock := d.locks.lock(args.target)
 	defer unlock()
 
-	mounted, err := tmpfs.IsMounted(args.dir)
+	mounted, err := args.tg.IsMounted()
 	if err != nil {
 		return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", err), start)
 	}
@@ -60,17 +59,17 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if err != nil {
 			klog.ErrorS(err, "volume state unreadable; refreshing", "target", args.target)
 		}
-		_, lerr := os.Readlink(filepath.Join(args.dir, "..data"))
+		_, lerr := args.tg.Readlink("..data")
 		if rec != nil && rec.Pending || rec == nil && err == nil && lerr != nil {
 			// A first publish the driver died in (kill -9 between the mount
 			// and the first ..data swap): kubelet never saw it succeed, so no
 			// container uses the tmpfs. If it is ours, start over.
-			owned, oerr := tmpfs.Owned(args.dir)
+			owned, oerr := args.tg.Owned()
 			if oerr != nil {
 				return nil, d.reject(req, status.Errorf(codes.Internal, "target_path: %v", oerr), start)
 			}
 			if owned {
-				if uerr := tmpfs.Unmount(args.dir); uerr != nil {
+				if uerr := args.tg.Unmount(); uerr != nil {
 					return nil, d.reject(req, status.Errorf(codes.Internal, "unmount an unfinished publish: %v", uerr), start)
 				}
 				klog.InfoS("redoing a first publish the driver did not finish", "target", args.target,
@@ -145,6 +144,7 @@ func (d *Driver) firstPublish(ctx context.Context, after *afterLock, a *publishA
 		d.abandonPending(after, a.target, w)
 		return fail(err)
 	}
+	_ = t.settle() // already settled by Write: files are in place
 	op.Outcome, op.Changed, op.Latency = ops.OK, true, time.Since(start)
 	op.MountedDelta, op.LeasesDelta = op.MountedDelta+1, op.LeasesDelta+leases(rec.Secrets)
 	after.observe(op)
@@ -219,11 +219,11 @@ func (d *Driver) files(in []provider.File) ([]atomicwriter.File, error) {
 	return out, nil
 }
 
-// mountAndWrite creates the target if needed, mounts the tmpfs and writes
-// the first payload. It reports whether it created the target directory.
-func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (created bool, err error) {
-	// Through the parent held open since the check: a component swapped
-	// for a symlink meanwhile cannot redirect the mkdir, mount or writes.
+// mountTarget creates the target if needed and mounts the volume's tmpfs
+// on it. It reports whether it created the target directory.
+// Through the parent held open since the check: a component swapped for a
+// symlink meanwhile cannot redirect the mkdir, mount or writes.
+func (d *Driver) mountTarget(a *publishArgs) (created bool, err error) {
 	switch err := a.tg.Mkdir(0o750); {
 	case err == nil:
 		created = true
@@ -239,20 +239,29 @@ func (d *Driver) mountAndWrite(a *publishArgs, files []atomicwriter.File) (creat
 	default:
 		return false, toStatus(fmt.Errorf("target_path: %w", err))
 	}
-	opts := tmpfs.Options{
+	if err := a.tg.Mount(d.mountOptions(a)); err != nil {
+		return created, toStatus(err)
+	}
+	return created, nil
+}
+
+func (d *Driver) mountOptions(a *publishArgs) tmpfs.Options {
+	return tmpfs.Options{
 		SizeBytes: 2*d.cfg.MaxVolumeBytes + 64<<10,
 		Inodes:    4*attributes.MaxFiles + 64,
 		GID:       a.gid,
 	}
-	if err := a.tg.Mount(opts); err != nil {
-		return created, toStatus(err)
-	}
+}
+
+// writeNew writes a first publish's files into its new tmpfs.
+func (d *Driver) writeNew(a *publishArgs, files []atomicwriter.File) error {
 	if _, err := atomicwriter.Write(a.dir, files, atomicwriter.Options{GID: a.gid}); err != nil {
+		opts := d.mountOptions(a)
 		// Out of bytes or inodes is ResourceExhausted (codeOf); say the limits.
-		return created, toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
+		return toStatus(fmt.Errorf("write files into the volume's tmpfs (%d bytes, %d inodes for files, directories and links): %w",
 			opts.SizeBytes, opts.Inodes, err))
 	}
-	return created, nil
+	return nil
 }
 
 // cleanupTarget undoes a failed first publish: nothing stays mounted.
@@ -290,7 +299,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	unlock := d.locks.lock(target)
 	defer unlock()
 	if !gone {
-		if err := checkOwnTarget(tg.Path(), target); err != nil {
+		if err := checkOwnTarget(tg, target); err != nil {
 			return nil, err
 		}
 	}
@@ -307,7 +316,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		after.revoke(rec.Session, revokeUnpublish, who{target, rec.Pod})
 	}
 	if !gone {
-		if err := tmpfs.Unmount(tg.Path()); err != nil {
+		if err := tg.Unmount(); err != nil {
 			return nil, status.Errorf(codes.Internal, "unmount: %v", err)
 		}
 		if err := tg.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {

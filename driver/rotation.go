@@ -106,6 +106,41 @@ type volumeTarget struct {
 	// must be saved; mounted and created say what it did, for cleanup.
 	first            bool
 	mounted, created bool
+	// job is a first publish's mkdir and mount, started once the token is
+	// on record (nil: not yet, or a refresh).
+	job *mountJob
+}
+
+// mountJob runs a first publish's mkdir and tmpfs mount while its Vault
+// reads are in flight: they are network round trips, the mount is local
+// work, so a publish no longer pays for both one after the other. It
+// starts once the login's token is on record (the pending record), so a
+// driver killed at any point after the mount still names the token.
+type mountJob struct {
+	done    chan struct{}
+	created bool
+	err     error
+}
+
+// startMount starts the mount job; settle must be called before the
+// publish returns (Write and undo do).
+func (t *volumeTarget) startMount() {
+	j := &mountJob{done: make(chan struct{})}
+	t.job = j
+	go func() {
+		defer close(j.done)
+		j.created, j.err = t.d.mountTarget(t.a)
+	}()
+}
+
+// settle waits for the mount job, if one was started, and takes its result.
+func (t *volumeTarget) settle() error {
+	if t.job == nil {
+		return nil
+	}
+	<-t.job.done
+	t.mounted, t.created = true, t.job.created
+	return t.job.err
 }
 
 func (t *volumeTarget) Current() ([]atomicwriter.File, error) { return atomicwriter.Read(t.a.dir) }
@@ -115,8 +150,12 @@ func (t *volumeTarget) Current() ([]atomicwriter.File, error) { return atomicwri
 // a refresh's names the token as incoming.
 func (t *volumeTarget) Login(s *provider.Session) error {
 	if t.first {
-		return t.d.store.Put(&state.Volume{Target: t.a.target, VolumeID: t.a.volID, Pod: t.a.vol.Request.Pod,
-			Role: t.a.vol.Request.Role, RequestHash: t.a.hash, Session: s, RotationPeriod: t.a.vol.RotationPeriod, Pending: true})
+		if err := t.d.store.Put(&state.Volume{Target: t.a.target, VolumeID: t.a.volID, Pod: t.a.vol.Request.Pod,
+			Role: t.a.vol.Request.Role, RequestHash: t.a.hash, Session: s, RotationPeriod: t.a.vol.RotationPeriod, Pending: true}); err != nil {
+			return err
+		}
+		t.startMount() // the token is on record: mount while the reads are in flight
+		return nil
 	}
 	c := *t.rec
 	c.Incoming = s
@@ -129,10 +168,13 @@ func (t *volumeTarget) Render(files []provider.File) ([]atomicwriter.File, error
 
 func (t *volumeTarget) Write(files []atomicwriter.File) (bool, error) {
 	if t.first {
-		t.mounted = true
-		var err error
-		t.created, err = t.d.mountAndWrite(t.a, files)
-		return true, err
+		if t.job == nil {
+			t.startMount()
+		}
+		if err := t.settle(); err != nil {
+			return true, err
+		}
+		return true, t.d.writeNew(t.a, files)
 	}
 	return writeFiles(t.a.dir, files, t.a.gid)
 }
@@ -161,6 +203,7 @@ func (t *volumeTarget) Release(s *provider.Session, why refresh.Why) {
 
 // undo removes what a failed first publish mounted.
 func (t *volumeTarget) undo() {
+	_ = t.settle() // its error is the publish's, reported by Write
 	if t.mounted {
 		t.d.cleanupTarget(t.a.dir, t.created)
 	}

@@ -181,8 +181,9 @@ func requestHash(v *attributes.Volume, gid int) string {
 // tmpfs the driver mounted (source tmpfs.Source), an empty directory, or
 // nothing. Anything else (another pod's memory emptyDir, the driver's own
 // state dir, a directory with files) is FailedPrecondition, untouched.
-// dir is the target through its checked parent; target names it in errors.
-func checkOwnTarget(dir, target string) error {
+// tg is the target through its checked parent; target names it in errors.
+func checkOwnTarget(tg *tmpfs.Target, target string) error {
+	dir := tg.Path()
 	info, err := os.Lstat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -192,12 +193,12 @@ func checkOwnTarget(dir, target string) error {
 	case !info.IsDir():
 		return status.Errorf(codes.FailedPrecondition, "target_path: %q is not a directory; not a volume of this driver, left as it is", target)
 	}
-	mounted, err := tmpfs.IsMounted(dir)
+	mounted, err := tg.IsMounted()
 	if err != nil {
 		return status.Errorf(codes.Internal, "target_path: %v", err)
 	}
 	if mounted {
-		owned, err := tmpfs.Owned(dir)
+		owned, err := tg.Owned()
 		if err != nil {
 			return status.Errorf(codes.Internal, "target_path: %v", err)
 		}

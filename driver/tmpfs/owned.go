@@ -17,8 +17,14 @@ import (
 // emptyDir (source "tmpfs") or the driver's own state dir. The mount is
 // identified by its id, so any spelling of target works (including
 // /proc/self/fd/N/name); a target that does not exist is not owned.
-func Owned(target string) (bool, error) {
-	fd, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func Owned(target string) (bool, error) { return ownedAt(unix.AT_FDCWD, target) }
+
+// Owned is Owned(t.Path()) opened relative to the held parent, without a
+// lookup through /proc/self/fd.
+func (t *Target) Owned() (bool, error) { return ownedAt(int(t.parent.Fd()), t.name) }
+
+func ownedAt(dirfd int, target string) (bool, error) {
+	fd, err := unix.Openat(dirfd, target, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
 		return false, nil
@@ -31,6 +37,16 @@ func Owned(target string) (bool, error) {
 		return false, fmt.Errorf("open parent of %s: %w", target, err)
 	}
 	defer unix.Close(parent)
+	if owned, ok := ownedByStatmount(fd, parent); ok {
+		return owned, nil
+	}
+	return ownedByMountinfo(fd, parent)
+}
+
+// ownedByMountinfo is Owned on kernels without statmount(2) and the
+// unique mount id (before 6.8) or sb_source (before 6.12): it reads the
+// whole mount table, which grows with every volume on the node.
+func ownedByMountinfo(fd, parent int) (bool, error) {
 	id, err := mountID(fd)
 	if err != nil {
 		return false, err

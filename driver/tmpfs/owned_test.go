@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"vaultcsi.dev/driver/provider/vaulttest/need"
 )
 
 // mountAt mounts fstype with source at a new dir under the test's temp dir
@@ -69,5 +71,36 @@ func TestOwned(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("%s: Owned(%s) = %v, %v; want %v", tt.name, tt.target, got, err, tt.want)
 		}
+		// Through a held parent, where Resolve takes the path (no link in it).
+		if tg, err := Resolve("", tt.target); err == nil {
+			if got, err := tg.Owned(); err != nil || got != tt.want {
+				t.Errorf("%s: Target.Owned = %v, %v; want %v", tt.name, got, err, tt.want)
+			}
+			tg.Close()
+		}
+		// Both ways of asking give that answer: statmount where the kernel
+		// has it, the mount table where it does not.
+		fd, err := unix.Open(tt.target, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // missing, a link: Owned stops before either way
+		}
+		parent, err := unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ownedByMountinfo(fd, parent); err != nil || got != tt.want {
+			t.Errorf("%s: by mountinfo = %v, %v; want %v", tt.name, got, err, tt.want)
+		}
+		got, ok := ownedByStatmount(fd, parent)
+		if !ok {
+			var uts unix.Utsname
+			_ = unix.Uname(&uts)
+			need.Missing(t, "statmount(2) with sb_source (Linux 6.12+); kernel %s", unix.ByteSliceToString(uts.Release[:]))
+		}
+		if got != tt.want {
+			t.Errorf("%s: by statmount = %v; want %v", tt.name, got, tt.want)
+		}
+		unix.Close(parent)
+		unix.Close(fd)
 	}
 }

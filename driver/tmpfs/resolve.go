@@ -182,3 +182,54 @@ func (t *Target) Mount(o Options) error {
 	defer unix.Close(fd)
 	return Mount("/proc/self/fd/"+strconv.Itoa(fd), o)
 }
+
+// IsMounted is IsMounted(t.Path()) without a path lookup through /proc:
+// a re-publish and an unpublish ask it on every call, and three lookups
+// through /proc/self/fd cost about 20 µs where these fd calls cost a few.
+// A symlink at the target is never a mount (O_NOFOLLOW opens the link).
+func (t *Target) IsMounted() (bool, error) {
+	fd, err := unix.Openat(int(t.parent.Fd()), t.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", t.name, err)
+	}
+	defer unix.Close(fd)
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", t.name, err)
+	}
+	if fs.Type != tmpfsMagic {
+		return false, nil
+	}
+	var self, parent unix.Stat_t
+	if err := unix.Fstat(fd, &self); err != nil {
+		return false, fmt.Errorf("stat %s: %w", t.name, err)
+	}
+	if err := unix.Fstat(int(t.parent.Fd()), &parent); err != nil {
+		return false, fmt.Errorf("stat parent of %s: %w", t.name, err)
+	}
+	// As in IsMounted: a tmpfs root has its own device, unlike its parent.
+	return self.Mode&unix.S_IFMT != unix.S_IFLNK && self.Dev != parent.Dev, nil
+}
+
+// Unmount is Unmount(t.Path()) with the mount check through the held parent.
+func (t *Target) Unmount() error {
+	mounted, err := t.IsMounted()
+	if err != nil || !mounted {
+		return err
+	}
+	return unmount(t.Path())
+}
+
+// Readlink reads the link at rel inside the target, relative to the held
+// parent.
+func (t *Target) Readlink(rel string) (string, error) {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(int(t.parent.Fd()), t.name+"/"+rel, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: t.name + "/" + rel, Err: err}
+	}
+	return string(buf[:n]), nil
+}

@@ -72,6 +72,11 @@ func Unmount(target string) error {
 	if err != nil || !mounted {
 		return err
 	}
+	return unmount(target)
+}
+
+// unmount unmounts a target known to be mounted, detaching a busy one.
+func unmount(target string) error {
 	if err := syscall.Unmount(target, unix.UMOUNT_NOFOLLOW); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
 			// Detach: kubelet has already unmounted the pod's bind mount, so

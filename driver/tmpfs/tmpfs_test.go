@@ -14,7 +14,7 @@ import (
 
 // mountT mounts a tmpfs under a fresh temp dir and unmounts it (however
 // many layers are left) when the test ends.
-func mountT(t *testing.T, o Options) string {
+func mountT(t testing.TB, o Options) string {
 	t.Helper()
 	need.Root(t, "mounting tmpfs")
 	target := filepath.Join(t.TempDir(), "mount")
@@ -197,6 +197,12 @@ func TestIsMounted(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+	// A mount root of another file system (its own device too) is not a tmpfs.
+	ramfs := t.TempDir()
+	if err := syscall.Mount("ramfs", ramfs, "ramfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(ramfs, 0) })
 
 	tests := []struct {
 		name string
@@ -212,6 +218,7 @@ func TestIsMounted(t *testing.T) {
 		// A symlink to a mount is not itself the mount point: the driver
 		// must never mount through or unmount via a link.
 		{"symlink to the mount", link, false},
+		{"ramfs mount root", ramfs, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,7 +229,38 @@ func TestIsMounted(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("IsMounted(%s) = %v, want %v", tt.path, got, tt.want)
 			}
+			// The same answer through the held parent (Resolve takes clean
+			// paths and refuses a link: TestTargetIsMountedLink covers one).
+			tg, err := Resolve("", filepath.Clean(tt.path))
+			if tt.path == link && errors.Is(err, ErrSymlink) {
+				return
+			}
+			if err != nil {
+				t.Fatalf("Resolve: %v", err)
+			}
+			defer tg.Close()
+			if got, err := tg.IsMounted(); err != nil || got != tt.want {
+				t.Errorf("Target.IsMounted(%s) = %v, %v; want %v", tt.path, got, err, tt.want)
+			}
 		})
+	}
+}
+
+// TestTargetIsMountedLink: a target swapped for a link to a mount after
+// Resolve is not a mount.
+func TestTargetIsMountedLink(t *testing.T) {
+	target := mountT(t, Options{SizeBytes: 1 << 20, Inodes: 100, GID: -1})
+	name := filepath.Join(t.TempDir(), "mount")
+	tg, err := Resolve("", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if err := os.Symlink(target, name); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tg.IsMounted(); err != nil || got {
+		t.Errorf("Target.IsMounted(link to a mount) = %v, %v; want false", got, err)
 	}
 }
 
@@ -308,6 +346,12 @@ func TestUnmountDoesNotFollowSymlink(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+	// A mount root of another file system (its own device too) is not a tmpfs.
+	ramfs := t.TempDir()
+	if err := syscall.Mount("ramfs", ramfs, "ramfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(ramfs, 0) })
 	if err := Unmount(link); err != nil {
 		t.Fatalf("Unmount(link): %v", err)
 	}
