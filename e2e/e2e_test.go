@@ -369,7 +369,15 @@ func newSuite(t *testing.T) *suite {
 		t.Fatalf("%v\n%s\ndriver pods:\n%s", err, out, s.driverLogs())
 	}
 	if cfg.hostNetwork && cfg.nodeLocal {
-		if body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", e2eHealthPort)); err != nil || body != "ok\n" {
+		// Polled: helm's --wait counts a DaemonSet ready once NumberReady reaches
+		// desired - maxUnavailable, which is 0 on one node with maxUnavailable 1,
+		// so it can return before the driver pod is up.
+		var body string
+		if err := poll(90*time.Second, 200*time.Millisecond, func() (bool, error) {
+			var err error
+			body, err = httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", e2eHealthPort))
+			return err == nil && body == "ok\n", nil
+		}); err != nil {
 			t.Errorf("driver /readyz after install: %q %v", body, err)
 		}
 	}
