@@ -136,18 +136,27 @@ func (rd *renderer) renderRead(s *vault.Secret, info SecretInfo, idx []int) erro
 			if data, err = extract(s, info, spec); err != nil {
 				return err
 			}
-			if err := rd.mem.Charge(int64(len(data))); err != nil {
+			if err := rd.charge(data); err != nil {
 				return fmt.Errorf("file %s from %s: %w", spec.File, spec.Path, err)
 			}
-			rd.mu.Lock()
-			rd.rendered += int64(len(data))
-			rd.mu.Unlock()
 			shared[how] = data
 		}
 		if err := rd.place(i, data); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// charge holds a rendered copy's bytes against the memory budget until
+// refund (the files are written, or the fetch failed).
+func (rd *renderer) charge(data []byte) error {
+	if err := rd.mem.Charge(int64(len(data))); err != nil {
+		return err
+	}
+	rd.mu.Lock()
+	rd.rendered += int64(len(data))
+	rd.mu.Unlock()
 	return nil
 }
 
@@ -194,12 +203,9 @@ func (rd *renderer) renderComposite(i int, get fieldsOf) error {
 	if err != nil {
 		return err
 	}
-	if err := rd.mem.Charge(int64(len(data))); err != nil {
+	if err := rd.charge(data); err != nil {
 		return fmt.Errorf("file %s: %w", spec.File, err)
 	}
-	rd.mu.Lock()
-	rd.rendered += int64(len(data))
-	rd.mu.Unlock()
 	return rd.place(i, data)
 }
 
