@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -27,7 +25,9 @@ import (
 	"vaultcsi.dev/driver/driver/connlimit"
 	"vaultcsi.dev/driver/driver/ops"
 	"vaultcsi.dev/driver/driver/policy"
+	"vaultcsi.dev/driver/driver/rawsock"
 	"vaultcsi.dev/driver/driver/state"
+	"vaultcsi.dev/driver/driver/unaryserver"
 	"vaultcsi.dev/driver/provider"
 )
 
@@ -147,11 +147,6 @@ const (
 	// minPingInterval: a client pinging more often, or pinging with no call
 	// in flight, is told to go away (gRPC keepalive enforcement).
 	minPingInterval = 10 * time.Second
-	// csiWindow is HTTP/2's default flow-control window (RFC 9113 6.9.2),
-	// fixed: CSI calls are a few KiB, and a static window spares each
-	// connection (kubelet makes one per call) gRPC's bandwidth-estimation
-	// PING and its answer, and a WINDOW_UPDATE (TestKubeletCallNoPing).
-	csiWindow = 65535
 )
 
 // Driver serves CSI Identity and Node.
@@ -297,26 +292,26 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 	revoking := make(chan struct{})
 	go func() { d.revoker.Run(rctx); close(revoking) }()
 	defer func() { stopRevoking(); <-revoking }()
-	l, err := (&net.ListenConfig{}).Listen(ctx, "unix", path)
+	// Accepts, reads and writes without the runtime's syscall gate (see
+	// package rawsock for what that saves per connection).
+	l, err := rawsock.Listen(path)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", path, err)
+		return err
 	}
 	// One client holding connections open must not grow the driver without
 	// bound (1,300 idle ones held 3,353 goroutines): cap them, close idle
 	// and half-open ones, and bound calls and pings per connection.
 	lim := connlimit.New(l, d.cfg.MaxConnections, connlimit.DefaultEvictAfter)
-	// kubelet opens a new connection for every call: small per-connection
-	// buffers (instead of 32 KiB each way) keep a burst of pods cheap.
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(lim.UnaryInterceptor, logInterceptor),
-		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: d.cfg.MaxConnectionIdle}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval}),
-		grpc.ConnectionTimeout(handshakeTimeout), grpc.MaxConcurrentStreams(maxStreamsPerConn),
-		grpc.StaticStreamWindowSize(csiWindow), grpc.StaticConnWindowSize(csiWindow),
-		// Calls run on long-lived workers whose stacks have already grown
-		// to what a publish needs (Vault client, JSON, net/http): a new
-		// goroutine per call grew and copied its stack every time.
-		grpc.NumStreamWorkers(streamWorkers()))
+	// kubelet opens a new connection for every call (two per re-publish):
+	// unaryserver serves one on a single goroutine (see its package
+	// comment). Calls run on long-lived workers whose stacks have already
+	// grown to what a publish needs (Vault client, JSON, net/http).
+	srv := unaryserver.New(unaryserver.Config{
+		MaxConcurrentStreams: maxStreamsPerConn, HandshakeTimeout: handshakeTimeout,
+		MaxConnectionIdle: d.cfg.MaxConnectionIdle, MinPingInterval: minPingInterval,
+		Interceptors: []grpc.UnaryServerInterceptor{lim.UnaryInterceptor, logInterceptor},
+		Workers:      runtime.GOMAXPROCS(0),
+	})
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	errc := make(chan error, 1)
@@ -337,12 +332,6 @@ func (d *Driver) Serve(ctx context.Context, endpoint string, grace time.Duration
 		srv.Stop()
 	}
 	return nil
-}
-
-// streamWorkers is one gRPC stream worker per P (GOMAXPROCS is at least 1
-// and far below the uint32 range).
-func streamWorkers() uint32 {
-	return uint32(min(runtime.GOMAXPROCS(0), maxStreamsPerConn)) //nolint:gosec // 1..64
 }
 
 // keyedMutex serialises operations on one target path while letting
