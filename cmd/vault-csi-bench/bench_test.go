@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"vaultcsi.dev/driver/driver/csitest"
+	"vaultcsi.dev/driver/driver/rawsock"
 )
 
 func TestDurationList(t *testing.T) {
@@ -150,5 +155,43 @@ func TestParseFlagsAuthAndLatency(t *testing.T) {
 		if c.auth != tc.auth || len(c.latencies) != tc.rtts {
 			t.Errorf("%v: auth %q, %d rtts; want %q, %d", tc.args, c.auth, len(c.latencies), tc.auth, tc.rtts)
 		}
+	}
+}
+
+// The connection-floor server answers kubelet's calls as a CSI driver
+// would, on new connections and on one shared connection (stream ids patched
+// into the canned frames), so the floor's CPU is for the same exchange.
+func TestConnFloorServer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "floor.sock")
+	l, err := rawsock.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- serveConnFloor(l) }()
+	defer func() {
+		l.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx := context.Background()
+	token := `{"vault":{"token":"` + strings.Repeat("x", 2000) + `"}}` // as long as a real one
+	req := csitest.Publish{VolumeID: "v", Target: "/t", Tokens: token, TokenInSecrets: true}.Request()
+	for _, kubelet := range []bool{true, false} {
+		cl, err := newCSIClient(sock, kubelet, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 40 { // past a 64 KiB window of requests on the shared connection
+			ok, err := cl.supportsMountGroup(ctx, kubelet)
+			if err != nil || !ok {
+				t.Fatalf("kubelet=%v NodeGetCapabilities: %v %v", kubelet, ok, err)
+			}
+			if _, err := cl.publish(ctx, kubelet, req); err != nil {
+				t.Fatalf("kubelet=%v NodePublishVolume: %v", kubelet, err)
+			}
+		}
+		cl.close()
 	}
 }

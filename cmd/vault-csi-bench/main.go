@@ -29,6 +29,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"vaultcsi.dev/driver/driver/rawsock"
 )
 
 type config struct {
@@ -78,6 +79,17 @@ func main() {
 }
 
 func realMain() int {
+	if len(os.Args) == 3 && os.Args[1] == connFloorFlag {
+		l, err := rawsock.Listen(os.Args[2])
+		if err == nil {
+			err = serveConnFloor(l)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vault-csi-bench connection floor:", err)
+			return 1
+		}
+		return 0
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vault-csi-bench:", err)

@@ -181,14 +181,17 @@ type tputResult struct {
 }
 
 type repubResult struct {
-	Mode         string     `json:"mode"`
-	Latency      latStats   `json:"latency"`
-	Vault        vaultDelta `json:"vault"`
-	Proc         procDelta  `json:"driver"`
-	CPUPerOpMs   float64    `json:"driver_cpu_ms_per_op"`
-	SkippedDue   int        `json:"skipped_due"`
-	Errors       int        `json:"errors"`
-	ErrorSummary string     `json:"error_summary,omitempty"`
+	Mode       string     `json:"mode"`
+	Latency    latStats   `json:"latency"`
+	Vault      vaultDelta `json:"vault"`
+	Proc       procDelta  `json:"driver"`
+	CPUPerOpMs float64    `json:"driver_cpu_ms_per_op"`
+	// FloorCPUPerOpMs: the same calls answered by a Go server that only
+	// does their socket I/O (canned frames): the connection floor.
+	FloorCPUPerOpMs float64 `json:"floor_cpu_ms_per_op"`
+	SkippedDue      int     `json:"skipped_due"`
+	Errors          int     `json:"errors"`
+	ErrorSummary    string  `json:"error_summary,omitempty"`
 }
 
 type rotResult struct {
@@ -352,7 +355,7 @@ func (b *bench) evaluate() {
 		}
 		add("no-change re-publish p50, "+rp.Mode, "< 0.2 ms", fmt.Sprintf("%.3f ms (p99 %.3f)", rp.Latency.P50, rp.Latency.P99), rp.Latency.P50 < 0.2, true)
 		if rp.Mode == "kubelet" {
-			add("no-change re-publish driver CPU, kubelet", "< 0.2 ms", fmt.Sprintf("%.3f ms", rp.CPUPerOpMs), rp.CPUPerOpMs < 0.2, rp.Proc.OK)
+			add("no-change re-publish driver CPU, kubelet", "< 0.2 ms", fmt.Sprintf("%.3f ms (connection floor %.3f)", rp.CPUPerOpMs, rp.FloorCPUPerOpMs), rp.CPUPerOpMs < 0.2, rp.Proc.OK)
 		}
 		add("no-change re-publish Vault calls, "+rp.Mode, "0", fmt.Sprintf("%.0f in %d", rp.Vault.Total, rp.Latency.N), rp.Vault.Total == 0, rp.Vault.Available)
 	}
@@ -433,10 +436,11 @@ func (b *bench) print(out io.Writer) {
 	}
 	if len(r.Republish) > 0 {
 		fmt.Fprintf(out, "\n3. RE-PUBLISH, NOTHING DUE (every mounted volume, fresh token each, serial; kubelet = new connection per call)\n")
-		fmt.Fprintln(tw, "mode\tn\tp50 ms\tp90 ms\tp99 ms\tmax ms\tvault req\tskipped(due)\terr\tCPU s\tCPU/op ms\t")
+		fmt.Fprintf(out, "   floor CPU/op = the same calls to a Go server that only does their socket I/O (canned frames, nothing parsed): the connection floor\n")
+		fmt.Fprintln(tw, "mode\tn\tp50 ms\tp90 ms\tp99 ms\tmax ms\tvault req\tskipped(due)\terr\tCPU s\tCPU/op ms\tfloor CPU/op ms\t")
 		for _, p := range r.Republish {
-			fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%d\t%d\t%s\t%.3f\t\n", p.Mode, p.Latency.N, p.Latency.P50, p.Latency.P90, p.Latency.P99,
-				p.Latency.Max, p.Vault.short(), p.SkippedDue, p.Errors, cpu(p.Proc), p.CPUPerOpMs)
+			fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%d\t%d\t%s\t%.3f\t%.3f\t\n", p.Mode, p.Latency.N, p.Latency.P50, p.Latency.P90, p.Latency.P99,
+				p.Latency.Max, p.Vault.short(), p.SkippedDue, p.Errors, cpu(p.Proc), p.CPUPerOpMs, p.FloorCPUPerOpMs)
 		}
 		flush()
 	}

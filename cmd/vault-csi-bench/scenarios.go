@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"math"
 	"sort"
 	"sync"
@@ -322,6 +323,7 @@ func (b *bench) republish(ctx context.Context) error {
 		r := repubResult{Mode: mode}
 		var lat []time.Duration
 		var errs []error
+		var reqs []*csi.NodePublishVolumeRequest // replayed to the connection floor
 		p0, v0 := readProc(b.pid), b.vault.scrape()
 		deadline := time.Now().Add(c.duration)
 		for _, v := range b.live {
@@ -348,16 +350,64 @@ func (b *bench) republish(ctx context.Context) error {
 				continue
 			}
 			lat = append(lat, d)
+			reqs = append(reqs, b.request(v, tok))
 		}
 		p1, v1 := readProc(b.pid), b.vault.scrape()
 		r.Latency, r.Vault, r.Proc = stats(lat), diff(v0, v1), delta(p0, p1)
 		r.CPUPerOpMs = cpuPerOp(r.Proc, len(lat))
 		r.Errors, r.ErrorSummary = len(errs), errSummary(errs)
+		if r.Proc.OK {
+			floor, err := b.connFloor(ctx, kubelet, reqs)
+			if err != nil {
+				return fmt.Errorf("connection floor: %w", err)
+			}
+			r.FloorCPUPerOpMs = floor
+		}
 		b.res.Republish = append(b.res.Republish, r)
-		logf("  republish %s: %d, p50 %.3fms p99 %.3fms, vault %s, skipped(due) %d", mode, r.Latency.N,
-			r.Latency.P50, r.Latency.P99, r.Vault.short(), r.SkippedDue)
+		logf("  republish %s: %d, p50 %.3fms p99 %.3fms, vault %s, skipped(due) %d, CPU/op %.3fms (connection floor %.3fms)", mode, r.Latency.N,
+			r.Latency.P50, r.Latency.P99, r.Vault.short(), r.SkippedDue, r.CPUPerOpMs, r.FloorCPUPerOpMs)
 	}
 	return nil
+}
+
+// connFloor replays the same calls (kubelet's NodeGetCapabilities, then
+// NodePublishVolume) to the connection-floor server and returns its CPU
+// per call pair: what the socket I/O alone costs a Go server here.
+func (b *bench) connFloor(ctx context.Context, kubelet bool, reqs []*csi.NodePublishVolumeRequest) (float64, error) {
+	if len(reqs) == 0 {
+		return 0, nil
+	}
+	p, err := startConnFloor(ctx, b.root)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop()
+	cl, err := newCSIClient(p.socket, kubelet, b.cfg.timeout)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.close()
+	call := func(req *csi.NodePublishVolumeRequest) error {
+		if kubelet && b.cfg.fsGroup != "" {
+			if _, err := cl.supportsMountGroup(ctx, true); err != nil {
+				return err
+			}
+		}
+		_, err := cl.publish(ctx, kubelet, req)
+		return err
+	}
+	for _, req := range reqs[:min(len(reqs), 20)] { // warm: threads and stacks
+		if err := call(req); err != nil {
+			return 0, err
+		}
+	}
+	p0 := readProc(p.pid())
+	for _, req := range reqs {
+		if err := call(req); err != nil {
+			return 0, err
+		}
+	}
+	return cpuPerOp(delta(p0, readProc(p.pid())), len(reqs)), nil
 }
 
 // rotation: change the secrets, wait until every volume is due, then
