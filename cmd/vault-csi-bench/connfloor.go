@@ -139,7 +139,8 @@ func (f *cannedFrames) serve(c net.Conn) {
 	var pending []byte
 	prefaceLeft := len(http2.ClientPreface)
 	unacked := 0 // request bytes not yet given back to the connection's window
-	for { // ends when the client closes
+	// Ends when the client closes.
+	for {
 		n, err := c.Read(buf)
 		if err != nil {
 			return

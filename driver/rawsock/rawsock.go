@@ -38,8 +38,8 @@ func (r rawIO) read(p []byte) (int, error) {
 	var errno syscall.Errno
 	for range 16 { // EINTR: try again, boundedly
 		err := r.rc.Read(func(fd uintptr) bool {
-			n, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			return errno != syscall.EAGAIN // on EAGAIN the poller waits for data
+			n, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p))) //nolint:gosec // p outlives the call
+			return errno != syscall.EAGAIN                                                                          // on EAGAIN the poller waits for data
 		})
 		switch {
 		case err != nil:
@@ -61,7 +61,7 @@ func (r rawIO) write(p []byte) (int, error) {
 	var errno syscall.Errno
 	err := r.rc.Write(func(fd uintptr) bool {
 		for written < len(p) { // each pass writes at least a byte, or returns
-			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
+			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written)) //nolint:gosec // p outlives the call
 			switch e {
 			case 0:
 				written += int(n)

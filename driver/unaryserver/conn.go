@@ -238,6 +238,10 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 			c.peerMaxFrame.Store(s.Val)
 		case http2.SettingHeaderTableSize:
 			tableSize = s.Val
+		case http2.SettingEnablePush, http2.SettingMaxConcurrentStreams, http2.SettingMaxHeaderListSize,
+			http2.SettingEnableConnectProtocol, http2.SettingNoRFC7540Priorities:
+			// Limits on what the server sends that it never sends (push,
+			// streams of its own, headers near 16 KiB): nothing to apply.
 		}
 		return nil
 	})

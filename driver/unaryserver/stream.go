@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -253,7 +254,7 @@ func marshal(resp any) ([]byte, error) {
 		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
 	}
 	n := len(buf) - prefixLen
-	if uint64(n) > 1<<32-1 {
+	if uint64(n) > math.MaxUint32 { //nolint:gosec // n >= 0
 		return nil, status.Errorf(codes.ResourceExhausted, "grpc: response of %d bytes", n)
 	}
 	binary.BigEndian.PutUint32(buf[1:], uint32(n)) //nolint:gosec // checked above
