@@ -2,9 +2,16 @@ package driver_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -110,4 +117,52 @@ func TestKubeletCallNoPing(t *testing.T) {
 	if grpcStatus != "0" {
 		t.Fatalf("grpc-status %q, want 0 (OK); frames: %v", grpcStatus, frames)
 	}
+}
+
+// The CSI socket's documented bounds, on the driver binary: a request
+// message over 4 MiB fails with RESOURCE_EXHAUSTED before anything is
+// mounted, and a client pinging with no call in flight is disconnected
+// after three strikes (GOAWAY ENHANCE_YOUR_CALM "too_many_pings").
+func TestSocketBounds(t *testing.T) {
+	d := startDriver(t)
+	target := newTarget(t)
+	req := volume{target: target, pod: shopPod, secrets: threeSecrets, inSecrets: true}.request()
+	req.VolumeContext["padding"] = strings.Repeat("x", 5<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := d.node.NodePublishVolume(ctx, req)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 5 MiB request: %v, want ResourceExhausted", err)
+	}
+	if _, serr := os.Stat(target); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("target after a refused request: %v", serr)
+	}
+
+	c, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	_ = fr.WriteSettings()
+	for i := range 3 {
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+	}
+	for range 100 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeEnhanceYourCalm || string(g.DebugData()) != "too_many_pings" {
+				t.Fatalf("GOAWAY %v %q, want ENHANCE_YOUR_CALM too_many_pings", g.ErrCode, g.DebugData())
+			}
+			return
+		}
+	}
+	t.Fatal("no GOAWAY after three pings with no call in flight")
 }
