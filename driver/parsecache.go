@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,11 @@ type parseCache struct {
 
 type parsed struct {
 	sum [sha256.Size]byte
-	vol attributes.Volume
+	// vol is Parse's result; its JWT is left out when jwtAt locates it in
+	// the request's tokens JSON (equal digests: the same JSON), so an entry
+	// does not hold a second copy of the token (about 1 KB a volume).
+	vol   attributes.Volume
+	jwtAt [2]int
 	// hash is requestHash of vol with gid and period (the period after the
 	// driver's floor), reused while both are the same.
 	gid    int
@@ -48,6 +53,9 @@ func (c *parseCache) parse(target string, vc, secrets map[string]string, audienc
 	c.mu.Unlock()
 	if e != nil && e.sum == sum {
 		v := e.vol
+		if e.jwtAt[1] > 0 {
+			v.Request.JWT = tokensJSON(vc, secrets)[e.jwtAt[0]:e.jwtAt[1]]
+		}
 		return &v, e, nil
 	}
 	vol, err := attributes.Parse(vc, secrets, audience)
@@ -55,6 +63,12 @@ func (c *parseCache) parse(target string, vc, secrets map[string]string, audienc
 		return nil, nil, err
 	}
 	e = &parsed{sum: sum, vol: *vol, gid: -2}
+	// A JWT is base64url and dots: it appears verbatim in the JSON unless
+	// the JSON escaped a character of it, and then the entry keeps it.
+	if i := strings.Index(tokensJSON(vc, secrets), vol.Request.JWT); i >= 0 && vol.Request.JWT != "" {
+		e.jwtAt = [2]int{i, i + len(vol.Request.JWT)}
+		e.vol.Request.JWT = ""
+	}
 	c.mu.Lock()
 	if c.m == nil {
 		c.m = make(map[string]*parsed)
@@ -88,6 +102,15 @@ func (c *parseCache) requestHash(e *parsed, vol *attributes.Volume, gid int) str
 	e.gid, e.period, e.hash = gid, vol.RotationPeriod, h
 	c.mu.Unlock()
 	return h
+}
+
+// tokensJSON is kubelet's serviceAccount.tokens as Parse takes it: from
+// the request's secrets first, then from the volume context.
+func tokensJSON(vc, secrets map[string]string) string {
+	if raw, ok := secrets[attributes.KeyTokens]; ok {
+		return raw
+	}
+	return vc[attributes.KeyTokens]
 }
 
 // forget drops target's entry (its volume is unpublished).

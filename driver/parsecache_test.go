@@ -187,3 +187,48 @@ func TestParseCacheBounded(t *testing.T) {
 		t.Fatal("a refused request was cached")
 	}
 }
+
+// An entry does not keep a copy of the token when it can point into the
+// request's tokens JSON; a hit hands out the same token either way.
+func TestParseCacheTokenNotKept(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		escape  bool // the JSON writes a letter of the token as a \u escape
+		inCtx   bool
+		wantRef bool
+	}{
+		{name: "in secrets", wantRef: true},
+		{name: "in the context", inCtx: true, wantRef: true},
+		{name: "escaped in the JSON", escape: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var c parseCache
+			vc, secrets := cacheRequest(cachePod)
+			raw := secrets[attributes.KeyTokens]
+			if tt.escape { // \u0065 is "e": the same token, not verbatim in the JSON
+				i := strings.Index(raw, `"token":"ey`) + len(`"token":"`)
+				raw = raw[:i] + `\u0065` + raw[i+1:]
+			}
+			if tt.inCtx {
+				delete(secrets, attributes.KeyTokens)
+				vc[attributes.KeyTokens] = raw
+			} else {
+				secrets[attributes.KeyTokens] = raw
+			}
+			want, err := attributes.Parse(vc, secrets, "vault")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := c.parse("/t", vc, secrets, "vault"); err != nil {
+				t.Fatal(err)
+			}
+			if kept := c.m["/t"].vol.Request.JWT != ""; kept == tt.wantRef {
+				t.Errorf("entry keeps the token: %v, want %v", kept, !tt.wantRef)
+			}
+			got, _, err := c.parse("/t", maps.Clone(vc), maps.Clone(secrets), "vault")
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("hit = %+v, %v; want %+v", got, err, want)
+			}
+		})
+	}
+}
