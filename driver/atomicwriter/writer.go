@@ -116,7 +116,7 @@ func Write(dir string, files []File, opts Options) (changed bool, err error) {
 func mkdirTempAt(dfd int, prefix string) (string, error) {
 	const tries = 10000 // os.MkdirTemp's bound
 	for i := 0; i < tries; i++ {
-		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10) //nolint:gosec // a unique name, not a secret: mkdirat fails on a clash
 		err := unix.Mkdirat(dfd, name, 0o700)
 		if err == nil {
 			return name, nil

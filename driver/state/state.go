@@ -169,7 +169,7 @@ func writeAtomic(name string, b []byte) (stamp, error) {
 		err error
 	)
 	for i := 0; i < 100; i++ { // os.CreateTemp's names; a clash is a leftover of a crash
-		tmp = filepath.Join(dir, ".tmp-"+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		tmp = filepath.Join(dir, ".tmp-"+strconv.FormatUint(uint64(rand.Uint32()), 10)) //nolint:gosec // a unique name, not a secret: O_EXCL fails on a clash
 		fd, err = unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if !errors.Is(err, unix.EEXIST) {
 			break
