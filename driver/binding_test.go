@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"vaultcsi.dev/driver/driver/attributes"
 	"vaultcsi.dev/driver/provider/vaulttest"
@@ -113,5 +115,31 @@ func TestPodUIDMustBeUUID(t *testing.T) {
 			t.Errorf("uid %q: %v, want InvalidArgument naming %s", uid, err, attributes.KeyPodUID)
 		}
 		assertNothingMounted(t, target)
+	}
+}
+
+// A re-publish is bound as the first publish was: the driver remembers the
+// last accepted request per target (parse cache), and any change to it is
+// parsed and bound again. kubelet's periodic call at a mounted target with
+// another pod's token is refused, and the volume's own call still works.
+func TestRepublishRebindsIdentity(t *testing.T) {
+	d := startDriver(t)
+	attacker := vaulttest.Pod{Namespace: "shop", PodName: "attacker-1", PodUID: vaulttest.PodUID("shop/attacker-1"), ServiceAccount: "payment"}
+	target := newTarget(t)
+	req := volume{target: target, pod: shopPod, secrets: threeSecrets, inSecrets: true}.request()
+	if _, err := d.node.NodePublishVolume(ctxT(t), req); err != nil {
+		t.Fatal(err)
+	}
+	defer unpublish(t, d, target)
+	if _, err := d.node.NodePublishVolume(ctxT(t), req); err != nil {
+		t.Fatalf("re-publish: %v", err)
+	}
+	spoof := proto.Clone(req).(*csi.NodePublishVolumeRequest)
+	spoof.Secrets = map[string]string{attributes.KeyTokens: vaulttest.TokensJSON("vault", vaultSrv.Token(attacker, time.Hour), time.Now().Add(time.Hour))}
+	if _, err := d.node.NodePublishVolume(ctxT(t), spoof); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), attributes.KeyPodName) {
+		t.Fatalf("re-publish with another pod's token: %v, want PermissionDenied naming %s", err, attributes.KeyPodName)
+	}
+	if _, err := d.node.NodePublishVolume(ctxT(t), req); err != nil {
+		t.Fatalf("re-publish after the refused one: %v", err)
 	}
 }

@@ -166,6 +166,7 @@ type Driver struct {
 	fetchSem chan struct{}
 	budget   *provider.Budget
 	revoker  *revoker
+	parsed   parseCache // per target: re-publishes skip attributes.Parse
 	// reloadPods and signaller are set when reload signals are on (SetReload).
 	reloadPods PodReader
 	signaller  Signaller

@@ -326,6 +326,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err := d.store.Delete(target); err != nil {
 		klog.ErrorS(err, "delete volume state", "target", target)
 	}
+	d.parsed.forget(target)
 	op.Latency = time.Since(start)
 	if rec != nil {
 		if !rec.Pending {

@@ -71,7 +71,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 		}
 		gid = n
 	}
-	vol, err := attributes.Parse(req.GetVolumeContext(), req.GetSecrets(), d.cfg.Audience)
+	vol, entry, err := d.parsed.parse(target, req.GetVolumeContext(), req.GetSecrets(), d.cfg.Audience)
 	if err != nil {
 		return nil, toStatus(err) // InvalidArgument; PermissionDenied for a token of another identity
 	}
@@ -90,7 +90,7 @@ func (d *Driver) validatePublish(req *csi.NodePublishVolumeRequest) (*publishArg
 		vol.RotationPeriod = d.cfg.RotationPeriod
 	}
 	vol.Request.MaxVolumeBytes = d.cfg.MaxVolumeBytes
-	return &publishArgs{target: target, tg: tg, dir: tg.Path(), volID: req.GetVolumeId(), gid: gid, vol: vol, hash: requestHash(vol, gid)}, nil
+	return &publishArgs{target: target, tg: tg, dir: tg.Path(), volID: req.GetVolumeId(), gid: gid, vol: vol, hash: d.parsed.requestHash(entry, vol, gid)}, nil
 }
 
 // checkIDAndTarget validates the two fields every node call carries.

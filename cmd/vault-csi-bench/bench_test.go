@@ -195,3 +195,30 @@ func TestConnFloorServer(t *testing.T) {
 		cl.close()
 	}
 }
+
+// The no-change re-publish sends the publish's token by default, as
+// kubelet's token manager does until 80% of the token's TTL; fresh makes
+// every call a renewal.
+func TestParseFlagsRepublishToken(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{args: nil, want: repubSame},
+		{args: []string{"--republish-token", "fresh"}, want: repubFresh},
+		{args: []string{"--republish-token", "new"}, wantErr: true},
+	} {
+		c, err := parseFlags(tc.args)
+		switch {
+		case tc.wantErr:
+			if err == nil || !strings.Contains(err.Error(), "--republish-token") {
+				t.Errorf("%v: err %v, want one naming --republish-token", tc.args, err)
+			}
+		case err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case c.repubToken != tc.want:
+			t.Errorf("%v: %q, want %q", tc.args, c.repubToken, tc.want)
+		}
+	}
+}

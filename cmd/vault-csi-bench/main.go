@@ -60,6 +60,7 @@ type config struct {
 	unpubConc   int
 	connMode    string // kubelet | shared
 	tokenIn     string // secrets | context
+	repubToken  string // same | fresh
 	fsGroup     string
 	warmup      int
 	timeout     time.Duration
@@ -137,6 +138,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.unpubConc, "unpublish-concurrency", 8, "concurrency of the unpublish-all scenario")
 	fs.StringVar(&c.connMode, "conn", "kubelet", "kubelet: a new gRPC connection per call, as kubelet does; shared: one connection")
 	fs.StringVar(&c.tokenIn, "token-in", "secrets", "where the SA token travels: secrets (kubelet 1.35+, serviceAccountTokenInSecrets) or context")
+	fs.StringVar(&c.repubToken, "republish-token", repubSame, "token of the no-change re-publish: same (the publish's, as kubelet's token manager sends until 80% of its TTL) or fresh (a new one per call: a renewal every time)")
 	fs.StringVar(&c.fsGroup, "fsgroup", "2000", "pod fsGroup sent as volume_mount_group when the driver has VOLUME_MOUNT_GROUP (empty: none)")
 	fs.IntVar(&c.warmup, "warmup", 5, "untimed publish+unpublish cycles before the cold scenario")
 	fs.DurationVar(&c.timeout, "call-timeout", 2*time.Minute, "deadline of one CSI call (kubelet's csiTimeout is 2m)")
@@ -197,6 +199,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--auth kubernetes: with the bench's own Vault and attributes only")
 	case c.connMode != "kubelet" && c.connMode != "shared":
 		return nil, errors.New("--conn: kubelet or shared")
+	case c.repubToken != repubSame && c.repubToken != repubFresh:
+		return nil, errors.New("--republish-token: same or fresh")
 	case c.tokenIn != "secrets" && c.tokenIn != "context":
 		return nil, errors.New("--token-in: secrets or context")
 	case c.vaultAddr != "" && c.vaultToken == "":

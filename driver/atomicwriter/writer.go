@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,43 +46,58 @@ type Options struct {
 // Write makes dir hold exactly files. It reports whether anything changed:
 // when the current payload already has the same names, bytes and modes,
 // nothing is written. On error the previous payload stays in place.
+//
+// Every step works relative to dir, opened once: dir is often a
+// /proc/self/fd path (the driver's symlink-free target), and a lookup
+// through it per step was a third of a first write's CPU.
 func Write(dir string, files []File, opts Options) (changed bool, err error) {
 	files = sorted(files)
 	if err := checkNames(files); err != nil {
 		return false, err
 	}
-	oldPayload, err := currentPayload(dir)
+	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, fmt.Errorf("open volume dir: %w", err)
+	}
+	defer func() { _ = d.Close() }() // read only: nothing to flush
+	dfd := int(d.Fd())
+	oldPayload, err := currentPayloadAt(dfd)
 	if err != nil {
 		return false, err
 	}
 	if oldPayload != "" && same(filepath.Join(dir, oldPayload), files, opts) {
 		return false, nil
 	}
-	removeOrphans(dir, oldPayload)
+	// One listing serves both clean-ups: the volume is written only under
+	// the driver's per-target lock, so what is not listed now is ours.
+	entries, err := d.ReadDir(-1)
+	if err != nil {
+		return false, fmt.Errorf("list volume dir: %w", err)
+	}
+	removeOrphansIn(dir, entries, oldPayload)
 
-	payload, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	payload, err := mkdirTempAt(dfd, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
 		return false, fmt.Errorf("create payload dir: %w", err)
 	}
-	cleanup := func() { _ = os.RemoveAll(payload) }
-	if err := writePayload(payload, files, opts); err != nil {
+	cleanup := func() { _ = os.RemoveAll(filepath.Join(dir, payload)) }
+	if err := writePayload(dfd, payload, files, opts); err != nil {
 		cleanup()
 		return false, err
 	}
 	// Visible links first, then the swap: a new top-level name points into
 	// ..data and resolves once ..data does.
-	if err := linkVisible(dir, files); err != nil {
+	if err := linkVisible(dfd, files); err != nil {
 		cleanup()
 		return false, err
 	}
-	tmpLink := filepath.Join(dir, newDataDirName)
-	_ = syscall.Unlink(tmpLink) // a leftover of a crash: only ever a symlink
-	if err := os.Symlink(filepath.Base(payload), tmpLink); err != nil {
+	_ = unix.Unlinkat(dfd, newDataDirName, 0) // a leftover of a crash: only ever a symlink
+	if err := unix.Symlinkat(payload, dfd, newDataDirName); err != nil {
 		cleanup()
 		return false, fmt.Errorf("create %s link: %w", newDataDirName, err)
 	}
-	if err := os.Rename(tmpLink, filepath.Join(dir, dataDirName)); err != nil {
-		_ = os.Remove(tmpLink)
+	if err := unix.Renameat(dfd, newDataDirName, dfd, dataDirName); err != nil {
+		_ = unix.Unlinkat(dfd, newDataDirName, 0)
 		cleanup()
 		return false, fmt.Errorf("swap %s link: %w", dataDirName, err)
 	}
@@ -88,10 +105,27 @@ func Write(dir string, files []File, opts Options) (changed bool, err error) {
 	// The old payload stays until Prune (or the next changing Write): a
 	// reader that resolved ..data just before the swap is still opening
 	// files in it.
-	if err := unlinkStale(dir, files); err != nil {
+	if err := unlinkStale(dfd, entries, files); err != nil {
 		return true, err
 	}
 	return true, nil
+}
+
+// mkdirTempAt creates a new directory prefix+<random> below dfd, as
+// os.MkdirTemp does, and returns its name.
+func mkdirTempAt(dfd int, prefix string) (string, error) {
+	const tries = 10000 // os.MkdirTemp's bound
+	for i := 0; i < tries; i++ {
+		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10) //nolint:gosec // a unique name, not a secret: mkdirat fails on a clash
+		err := unix.Mkdirat(dfd, name, 0o700)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("%d names taken", tries)
 }
 
 // Prune removes payloads that ..data no longer points at. The driver calls
@@ -157,6 +191,23 @@ func checkNames(files []File) error {
 // currentPayload returns the payload dir name "..data" points at, or "".
 func currentPayload(dir string) (string, error) {
 	target, err := os.Readlink(filepath.Join(dir, dataDirName))
+	return checkPayloadLink(target, err)
+}
+
+// currentPayloadAt is currentPayload for the directory dfd.
+func currentPayloadAt(dfd int) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Readlinkat(dfd, dataDirName, buf)
+	if err == nil && n == len(buf) {
+		err = unix.ENAMETOOLONG // not a payload name of ours
+	}
+	if err != nil {
+		return checkPayloadLink("", err)
+	}
+	return checkPayloadLink(string(buf[:n]), nil)
+}
+
+func checkPayloadLink(target string, err error) (string, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -197,25 +248,24 @@ func same(payload string, files []File, opts Options) bool {
 	return true
 }
 
-func writePayload(payload string, files []File, opts Options) error {
-	if err := os.Chmod(payload, 0o755); err != nil {
-		return err
+// writePayload fills the new payload dir named payload below dfd.
+func writePayload(dfd int, payload string, files []File, opts Options) error {
+	if err := unix.Fchmodat(dfd, payload, 0o755, 0); err != nil {
+		return fmt.Errorf("chmod payload dir: %w", err)
 	}
 	if opts.GID >= 0 {
-		if err := os.Lchown(payload, -1, opts.GID); err != nil {
+		if err := unix.Fchownat(dfd, payload, -1, opts.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown payload dir: %w", err)
 		}
 	}
-	// Files are created relative to the payload dir, held open: dir is
-	// often a /proc/self/fd path (the driver's symlink-free target), whose
-	// lookup cost each path call again.
-	pfd, err := unix.Open(payload, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// Files are created relative to the payload dir, held open.
+	pfd, err := unix.Openat(dfd, payload, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open payload dir: %w", err)
 	}
 	defer func() { _ = unix.Close(pfd) }() // an O_PATH descriptor: nothing to flush
 	for _, f := range files {
-		if err := mkdirs(payload, filepath.Dir(f.Name), opts); err != nil {
+		if err := mkdirs(pfd, filepath.Dir(f.Name), opts); err != nil {
 			return err
 		}
 		if err := writeFileAt(pfd, f, opts); err != nil {
@@ -262,14 +312,15 @@ func writeFileAt(pfd int, f File, opts Options) (err error) {
 	return nil
 }
 
-func mkdirs(root, rel string, opts Options) error {
+// mkdirs creates rel's directories below the payload dir pfd.
+func mkdirs(pfd int, rel string, opts Options) error {
 	if rel == "." {
 		return nil
 	}
-	cur := root
+	cur := ""
 	for _, c := range strings.Split(rel, "/") {
-		cur = filepath.Join(cur, c)
-		err := os.Mkdir(cur, 0o755)
+		cur = path.Join(cur, c)
+		err := unix.Mkdirat(pfd, cur, 0o755)
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
@@ -277,7 +328,7 @@ func mkdirs(root, rel string, opts Options) error {
 			return fmt.Errorf("create dir %s: %w", rel, err)
 		}
 		if opts.GID >= 0 {
-			if err := os.Lchown(cur, -1, opts.GID); err != nil {
+			if err := unix.Fchownat(pfd, cur, -1, opts.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return fmt.Errorf("chown dir %s: %w", rel, err)
 			}
 		}
@@ -294,52 +345,51 @@ func topLevel(files []File) map[string]bool {
 	return names
 }
 
-func linkVisible(dir string, files []File) error {
+// linkVisible makes each top-level name a link into ..data, below dfd.
+func linkVisible(dfd int, files []File) error {
 	for name := range topLevel(files) {
-		link := filepath.Join(dir, name)
-		want := filepath.Join(dataDirName, name)
+		want := dataDirName + "/" + name
 		// A new name (every name of a first write) is one symlink(2); only
 		// a name that exists is read and, if it differs, replaced.
-		err := os.Symlink(want, link)
+		err := unix.Symlinkat(want, dfd, name)
 		if err == nil {
 			continue
 		}
 		if !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("link %s: %w", name, err)
 		}
-		if got, err := os.Readlink(link); err == nil && got == want {
+		buf := make([]byte, len(want)+1)
+		if n, err := unix.Readlinkat(dfd, name, buf); err == nil && string(buf[:n]) == want {
 			continue
 		}
 		// Replace whatever is there (only our own links can be) atomically.
-		tmp := filepath.Join(dir, ".."+name+".tmp")
-		if len(tmp)-len(dir) > 255 {
-			tmp = filepath.Join(dir, "..link.tmp")
+		tmp := ".." + name + ".tmp"
+		if len(tmp) > 255 {
+			tmp = "..link.tmp"
 		}
-		_ = syscall.Unlink(tmp) // a leftover of a crash; os.Remove would also try rmdir(2)
-		if err := os.Symlink(want, tmp); err != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0) // a leftover of a crash: only ever a symlink
+		if err := unix.Symlinkat(want, dfd, tmp); err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
 		}
-		if err := os.Rename(tmp, link); err != nil {
-			_ = os.Remove(tmp)
+		if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+			_ = unix.Unlinkat(dfd, tmp, 0)
 			return fmt.Errorf("link %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-// unlinkStale removes visible links whose names the new payload lacks.
-func unlinkStale(dir string, files []File) error {
+// unlinkStale removes visible links whose names the new payload lacks;
+// entries is the volume dir's listing from before the write (what the
+// write added is all in files).
+func unlinkStale(dfd int, entries []os.DirEntry, files []File) error {
 	keep := topLevel(files)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, "..") || keep[name] || e.Type()&os.ModeSymlink == 0 {
 			continue
 		}
-		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+		if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove stale link %s: %w", name, err)
 		}
 	}
@@ -353,6 +403,11 @@ func removeOrphans(dir, current string) {
 	if err != nil {
 		return
 	}
+	removeOrphansIn(dir, entries, current)
+}
+
+// removeOrphansIn is removeOrphans on a listing of dir.
+func removeOrphansIn(dir string, entries []os.DirEntry, current string) {
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasPrefix(name, "..") || name == dataDirName || name == current {

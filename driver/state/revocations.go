@@ -96,7 +96,7 @@ func (s *Store) PutRevocation(r *Revocation) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save revocation: %w", err)
 	}
-	if err := writeAtomic(s.revocationFile(r.Key()), b); err != nil {
+	if _, err := writeAtomic(s.revocationFile(r.Key()), b); err != nil {
 		return fmt.Errorf("save revocation: %w", err)
 	}
 	return nil

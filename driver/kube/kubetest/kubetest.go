@@ -37,7 +37,7 @@ type Cluster struct {
 // Start returns the shared control plane, or one of the test's own. Tests
 // on a shared one must use names no other package's tests use (their own
 // namespace).
-func Start(t *testing.T) *Cluster {
+func Start(t testing.TB) *Cluster {
 	t.Helper()
 	need.Long(t, "needs a local kube-apiserver")
 	if kc := os.Getenv(KubeconfigEnv); kc != "" {
@@ -85,7 +85,7 @@ func Start(t *testing.T) *Cluster {
 	return connect(t, filepath.Join(dir, "kubeconfig"))
 }
 
-func connect(t *testing.T, kubeconfig string) *Cluster {
+func connect(t testing.TB, kubeconfig string) *Cluster {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
