@@ -28,7 +28,10 @@ import (
 )
 
 // rawIO does a connection's reads and writes.
-type rawIO struct{ rc syscall.RawConn }
+type rawIO struct {
+	rc  syscall.RawConn
+	net string // "unix", "tcp": for errors
+}
 
 func (r rawIO) read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -47,13 +50,13 @@ func (r rawIO) read(p []byte) (int, error) {
 		case errno == syscall.EINTR:
 			continue
 		case errno != 0:
-			return 0, opError("read", errno)
+			return 0, opError("read", r.net, errno)
 		case n == 0:
 			return 0, io.EOF
 		}
 		return int(n), nil
 	}
-	return 0, opError("read", syscall.EINTR)
+	return 0, opError("read", r.net, syscall.EINTR)
 }
 
 func (r rawIO) write(p []byte) (int, error) {
@@ -79,13 +82,13 @@ func (r rawIO) write(p []byte) (int, error) {
 		return written, err
 	}
 	if errno != 0 {
-		return written, opError("write", errno)
+		return written, opError("write", r.net, errno)
 	}
 	return written, nil
 }
 
-func opError(op string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: "unix", Err: os.NewSyscallError(op, errno)}
+func opError(op, network string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: network, Err: os.NewSyscallError(op, errno)}
 }
 
 // conn is a net.Conn whose reads and writes are raw.
@@ -111,7 +114,7 @@ func Wrap(nc net.Conn) net.Conn {
 	if err != nil {
 		return nc
 	}
-	return &conn{Conn: nc, io: rawIO{rc}}
+	return &conn{Conn: nc, io: rawIO{rc: rc, net: nc.LocalAddr().Network()}}
 }
 
 // Listener is a unix socket listener that accepts with a raw accept4(2):
@@ -205,9 +208,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 		case errno == syscall.ECONNABORTED || errno == syscall.EINTR:
 			continue
 		case errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM:
-			return nil, temporary{opError("accept", errno)}
+			return nil, temporary{opError("accept", "unix", errno)}
 		case errno != 0:
-			return nil, opError("accept", errno)
+			return nil, opError("accept", "unix", errno)
 		}
 		// A non-blocking descriptor: os.NewFile registers it with the
 		// runtime's poller (its F_GETFL check is a raw call too).
@@ -217,9 +220,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 			_ = f.Close()
 			return nil, err
 		}
-		return &fileConn{f: f, io: rawIO{rc}, laddr: l.addr}, nil
+		return &fileConn{f: f, io: rawIO{rc: rc, net: "unix"}, laddr: l.addr}, nil
 	}
-	return nil, temporary{opError("accept", syscall.EINTR)}
+	return nil, temporary{opError("accept", "unix", syscall.EINTR)}
 }
 
 // fileConn is an accepted connection held as a pollable *os.File.
