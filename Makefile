@@ -150,6 +150,7 @@ bench-go: build vault
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./driver/attributes/
+	$(GO) test -run '^$$' -fuzz FuzzConnection -fuzztime 60s ./driver/unaryserver/
 
 clean:
 	rm -rf bin
