@@ -14,12 +14,10 @@ package connlimit
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -201,13 +199,3 @@ type addr string
 
 func (a addr) Network() string { return "unix" }
 func (a addr) String() string  { return string(a) }
-
-// SyscallConn exposes the socket for raw I/O (unaryserver reads and writes
-// it without the runtime's syscall gate).
-func (c *conn) SyscallConn() (syscall.RawConn, error) {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return nil, errors.ErrUnsupported
-	}
-	return sc.SyscallConn()
-}

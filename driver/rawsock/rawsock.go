@@ -28,10 +28,7 @@ import (
 )
 
 // rawIO does a connection's reads and writes.
-type rawIO struct {
-	rc  syscall.RawConn
-	net string // "unix", "tcp": for errors
-}
+type rawIO struct{ rc syscall.RawConn }
 
 func (r rawIO) read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -50,13 +47,13 @@ func (r rawIO) read(p []byte) (int, error) {
 		case errno == syscall.EINTR:
 			continue
 		case errno != 0:
-			return 0, opError("read", r.net, errno)
+			return 0, opError("read", errno)
 		case n == 0:
 			return 0, io.EOF
 		}
 		return int(n), nil
 	}
-	return 0, opError("read", r.net, syscall.EINTR)
+	return 0, opError("read", syscall.EINTR)
 }
 
 func (r rawIO) write(p []byte) (int, error) {
@@ -82,39 +79,13 @@ func (r rawIO) write(p []byte) (int, error) {
 		return written, err
 	}
 	if errno != 0 {
-		return written, opError("write", r.net, errno)
+		return written, opError("write", errno)
 	}
 	return written, nil
 }
 
-func opError(op, network string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: network, Err: os.NewSyscallError(op, errno)}
-}
-
-// conn is a net.Conn whose reads and writes are raw.
-type conn struct {
-	net.Conn
-	io rawIO
-}
-
-func (c *conn) Read(p []byte) (int, error)  { return c.io.read(p) }
-func (c *conn) Write(p []byte) (int, error) { return c.io.write(p) }
-
-// Wrap makes nc's reads and writes raw if it exposes its socket
-// (syscall.Conn); otherwise it returns nc unchanged.
-func Wrap(nc net.Conn) net.Conn {
-	if _, ok := nc.(*fileConn); ok {
-		return nc // already raw
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nc
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nc
-	}
-	return &conn{Conn: nc, io: rawIO{rc: rc, net: nc.LocalAddr().Network()}}
+func opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "unix", Err: os.NewSyscallError(op, errno)}
 }
 
 // Listener is a unix socket listener that accepts with a raw accept4(2):
@@ -208,9 +179,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 		case errno == syscall.ECONNABORTED || errno == syscall.EINTR:
 			continue
 		case errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM:
-			return nil, temporary{opError("accept", "unix", errno)}
+			return nil, temporary{opError("accept", errno)}
 		case errno != 0:
-			return nil, opError("accept", "unix", errno)
+			return nil, opError("accept", errno)
 		}
 		// A non-blocking descriptor: os.NewFile registers it with the
 		// runtime's poller (its F_GETFL check is a raw call too).
@@ -220,9 +191,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 			_ = f.Close()
 			return nil, err
 		}
-		return &fileConn{f: f, io: rawIO{rc: rc, net: "unix"}, laddr: l.addr}, nil
+		return &fileConn{f: f, io: rawIO{rc}, laddr: l.addr}, nil
 	}
-	return nil, temporary{opError("accept", "unix", syscall.EINTR)}
+	return nil, temporary{opError("accept", syscall.EINTR)}
 }
 
 // fileConn is an accepted connection held as a pollable *os.File.
@@ -243,6 +214,3 @@ func (c *fileConn) RemoteAddr() net.Addr               { return peerAddr }
 func (c *fileConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
 func (c *fileConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
 func (c *fileConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
-
-// SyscallConn exposes the socket.
-func (c *fileConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }

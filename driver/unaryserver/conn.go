@@ -14,8 +14,6 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/peer"
-
-	"vaultcsi.dev/driver/driver/rawsock"
 )
 
 const (
@@ -79,7 +77,6 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	nc = rawsock.Wrap(nc)
 	c := &conn{
 		s: s, nc: nc, bw: bufio.NewWriterSize(nc, ioBufferSize),
 		peer:    &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()},
