@@ -136,7 +136,9 @@ func checkPKCS12(t *testing.T, path, password string) *x509.Certificate {
 	return cert
 }
 
-func checkJKS(t *testing.T, path, password string) *x509.Certificate {
+// loadJKS opens a JKS file with keystore-go, a reader independent of the
+// driver's writer.
+func loadJKS(t *testing.T, path, password string) keystore.KeyStore {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -146,6 +148,12 @@ func checkJKS(t *testing.T, path, password string) *x509.Certificate {
 	if err := ks.Load(bytes.NewReader(b), []byte(password)); err != nil {
 		t.Fatalf("keystore-go: %v", err)
 	}
+	return ks
+}
+
+func checkJKS(t *testing.T, path, password string) *x509.Certificate {
+	t.Helper()
+	ks := loadJKS(t, path, password)
 	e, err := ks.GetPrivateKeyEntry("vault", []byte(password))
 	if err != nil || len(e.CertificateChain) < 2 {
 		t.Fatalf("JKS key entry: %v", err)
@@ -362,14 +370,7 @@ func TestFormatsRealParts(t *testing.T) {
 // readJKSTrust reads a JKS truststore's certificates with keystore-go.
 func readJKSTrust(t *testing.T, path, password string) *x509.CertPool {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks := keystore.New()
-	if err := ks.Load(bytes.NewReader(b), []byte(password)); err != nil {
-		t.Fatalf("keystore-go: %v", err)
-	}
+	ks := loadJKS(t, path, password)
 	pool := x509.NewCertPool()
 	for _, alias := range ks.Aliases() {
 		e, err := ks.GetTrustedCertificateEntry(alias)
